@@ -1,0 +1,110 @@
+"""The store interface every strategy implements, and the table they share.
+
+A store is what the HTTP handlers talk to. Its three operations can wait (for a
+lock, for the manager task, for I/O), so they are ``async`` and, following
+trio's rule, always reach a checkpoint. ``statistics()`` only reads, so it is a
+plain method.
+
+The in-process strategies keep their numbers in a :class:`CounterTable`. Its
+methods are synchronous on purpose: trio switches tasks only at ``await``, so a
+method with no ``await`` in it runs from start to end with no other task in
+between. Each strategy differs only in what it does *around* the table.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Iterable
+
+import trio
+
+from ..errors import CounterNotFound, CounterOverflow, TooManyCounters
+
+__all__ = ["INT64_MIN", "INT64_MAX", "CounterStore", "CounterTable", "StoreStatistics"]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreStatistics:
+    """A snapshot of a store, for ``/stats`` and the tests."""
+
+    #: The strategy's name: ``naive``, ``lock`` or ``channel``.
+    strategy: str
+    #: How many counters exist.
+    counters: int
+    #: The most counters the store will hold.
+    max_counters: int
+
+
+class CounterTable:
+    """A dict of counters with the service's rules: int64 values, a size limit.
+
+    Nothing here awaits, so every method is atomic with respect to other trio
+    tasks. Every refusal is raised before anything is written.
+    """
+
+    def __init__(self, *, max_counters: int, initial: Iterable[str] = ()) -> None:
+        self.max_counters = max_counters
+        self._values: dict[str, int] = {}
+        for name in initial:
+            self.set(name, 0)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, name: str) -> int:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise CounterNotFound(name) from None
+
+    def set(self, name: str, value: int) -> None:
+        if name not in self._values and len(self._values) >= self.max_counters:
+            raise TooManyCounters(name, self.max_counters)
+        self._values[name] = value
+
+    def incremented(self, name: str) -> int:
+        """The value ``inc`` would write: the current one plus 1, within int64."""
+        value = self.get(name)
+        if value >= INT64_MAX:
+            raise CounterOverflow(name, value)
+        return value + 1
+
+
+class CounterStore(abc.ABC):
+    """What the HTTP layer needs from a strategy.
+
+    Lifecycle: the app starts ``await nursery.start(store.serve)`` in its own
+    nursery when serving begins and calls ``store.close()`` when serving ends.
+    Strategies with nothing to run (``naive``, ``lock``) inherit the default,
+    which reports started and returns at once, so no idle task is left behind.
+    """
+
+    #: The strategy's name, as chosen with ``TRIO_COUNTERS_STORE``.
+    strategy: str
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run whatever the store needs while the app serves; report ready once."""
+        task_status.started()
+
+    def close(self) -> None:
+        """Stop serving: calls after this get :class:`StoreUnavailable` where they must wait."""
+
+    @abc.abstractmethod
+    async def get(self, name: str) -> int:
+        """The counter's value; :class:`CounterNotFound` if it was never set."""
+
+    @abc.abstractmethod
+    async def set(self, name: str, value: int) -> None:
+        """Create or overwrite the counter; :class:`TooManyCounters` past the limit."""
+
+    @abc.abstractmethod
+    async def inc(self, name: str) -> None:
+        """Add 1; :class:`CounterNotFound` or :class:`CounterOverflow` leave it unchanged."""
+
+    @abc.abstractmethod
+    def statistics(self) -> StoreStatistics:
+        """A snapshot of the store's state, without waiting."""

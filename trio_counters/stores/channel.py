@@ -1,0 +1,110 @@
+"""The channel strategy: one manager task owns the table; handlers send it commands.
+
+The seed's third Go server, a manager goroutine reached over channels, built the
+trio way. No lock: mutual exclusion comes from the table having one owner.
+
+- The manager is started with the nursery start protocol in the app's nursery
+  (``await app.nursery.start(store.serve)``), so it lives exactly as long as the
+  app serves and reports ready before the first request.
+- Each command carries its own reply channel with room for one message. The
+  manager answers with ``send_nowait``: it never waits on a requester, and a
+  requester that has gone away (client disconnected, request cancelled) is
+  skipped, not waited for.
+- A requester cancelled before its command is taken changes nothing; cancelled
+  after, the command is applied once and the answer dropped. Nothing is applied
+  twice.
+- When the store closes or the manager is cancelled, commands still waiting get
+  their reply channels closed, and senders get a closed channel: every caller
+  sees :class:`StoreUnavailable` (HTTP 503) rather than hanging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import outcome
+import trio
+
+from ..errors import StoreUnavailable
+from .base import CounterStore, CounterTable, StoreStatistics
+
+__all__ = ["ChannelStore"]
+
+_STOPPED = "the counter manager has stopped"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Command:
+    operation: Callable[..., Any]
+    args: tuple[Any, ...]
+    reply: trio.MemorySendChannel[outcome.Outcome[Any]]
+
+
+class ChannelStore(CounterStore):
+    strategy = "channel"
+
+    def __init__(
+        self, *, max_counters: int, initial: Iterable[str] = (), buffer_size: int = 0
+    ) -> None:
+        # Only the manager task touches the table once serving begins.
+        self._table = CounterTable(max_counters=max_counters, initial=initial)
+        self._commands, self._inbox = trio.open_memory_channel[_Command](buffer_size)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The manager: apply commands one at a time until the store is closed."""
+        async with self._inbox:
+            task_status.started()
+            try:
+                async for command in self._inbox:
+                    # The table's methods never await, so each command is applied
+                    # whole before the manager looks at the next one.
+                    result = outcome.capture(command.operation, *command.args)
+                    with command.reply:
+                        try:
+                            command.reply.send_nowait(result)
+                        except trio.BrokenResourceError:
+                            pass  # the requester has gone; its command still counted
+            finally:
+                # Leaving (closed or cancelled): answer the commands still queued
+                # by closing their reply channels, so none of them waits forever.
+                while True:
+                    try:
+                        self._inbox.receive_nowait().reply.close()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+
+    def close(self) -> None:
+        # The manager drains what is already queued, then its loop ends.
+        self._commands.close()
+
+    async def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
+        reply, answer = trio.open_memory_channel[outcome.Outcome[Any]](1)
+        with answer:
+            try:
+                await self._commands.send(_Command(operation, args, reply))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise StoreUnavailable(_STOPPED) from None
+            try:
+                result = await answer.receive()
+            except trio.EndOfChannel:
+                raise StoreUnavailable(_STOPPED) from None
+        return result.unwrap()
+
+    async def get(self, name: str) -> int:
+        return await self._call(self._table.get, name)
+
+    async def set(self, name: str, value: int) -> None:
+        await self._call(self._table.set, name, value)
+
+    async def inc(self, name: str) -> None:
+        await self._call(self._inc, name)
+
+    def _inc(self, name: str) -> None:
+        self._table.set(name, self._table.incremented(name))
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            strategy=self.strategy, counters=len(self._table), max_counters=self._table.max_counters
+        )
