@@ -1,0 +1,34 @@
+"""trio_counters: a counter server that shows why shared state needs care, the trio way.
+
+``hypercorn --worker-class trio trio_counters:app`` serves :data:`app`, built from
+the ``TRIO_COUNTERS_*`` environment; :func:`create_app` builds a fresh one.
+"""
+
+from __future__ import annotations
+
+from .app import create_app
+from .config import ConfigError, Settings
+from .errors import (
+    CounterNotFound,
+    CounterOverflow,
+    StoreError,
+    StoreUnavailable,
+    TooManyCounters,
+)
+
+__all__ = [
+    "app",
+    "create_app",
+    "ConfigError",
+    "Settings",
+    "StoreError",
+    "CounterNotFound",
+    "CounterOverflow",
+    "TooManyCounters",
+    "StoreUnavailable",
+]
+
+__version__ = "0.1.0"
+
+#: The app hypercorn serves by default, configured from the environment.
+app = create_app()

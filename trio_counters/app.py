@@ -1,0 +1,209 @@
+"""The HTTP layer: the app factory, the three endpoints, and the error mapping.
+
+Every body is one line of ``text/plain; charset=utf-8`` ending in ``\\n``. Input is
+checked here, before the store is asked, so a refused request changes nothing.
+Store errors become status codes in one place, :data:`STATUS_FOR`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import trio
+from quart import request
+from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioResponse
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
+
+from .config import INITIAL_COUNTERS, Settings
+from .connection import CompleteSends
+from .errors import (
+    CounterNotFound,
+    CounterOverflow,
+    StoreError,
+    StoreUnavailable,
+    TooManyCounters,
+)
+from .stores import INT64_MAX, INT64_MIN, CounterStore, make_store
+
+__all__ = ["create_app", "STATUS_FOR", "MAX_BODY_BYTES"]
+
+#: The HTTP status of every store error, in one place.
+STATUS_FOR: dict[type[StoreError], int] = {
+    CounterNotFound: 404,
+    CounterOverflow: 409,
+    TooManyCounters: 507,
+    StoreUnavailable: 503,
+}
+
+#: A POST form only ever needs ``name`` and ``val``; anything larger is refused (413).
+MAX_BODY_BYTES = 4096
+
+# ASCII digits only: str.isdigit() and int() would also take "٣", "1_000" and " 7 ".
+_INTEGER = re.compile(r"[+-]?([0-9]+)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class TextResponse(TrioResponse):
+    """Responses default to ``text/plain``: the API speaks one line of text."""
+
+    default_mimetype = "text/plain"
+
+
+def create_app(
+    *,
+    store: str | None = None,
+    max_counters: int | None = None,
+    max_name_length: int | None = None,
+    inc_concurrency: int | None = None,
+    store_timeout: float | None = None,
+    channel_buffer: int | None = None,
+) -> QuartTrio:
+    """Build a fresh counter app with its own store.
+
+    Each argument left as ``None`` comes from its ``TRIO_COUNTERS_*`` environment
+    variable, else from its ``DEFAULT_*`` constant in :mod:`trio_counters.config`.
+    """
+    settings = Settings.resolve(
+        store=store,
+        max_counters=max_counters,
+        max_name_length=max_name_length,
+        inc_concurrency=inc_concurrency,
+        store_timeout=store_timeout,
+        channel_buffer=channel_buffer,
+    )
+    counters = make_store(
+        settings.store,
+        max_counters=settings.max_counters,
+        initial=INITIAL_COUNTERS,
+        channel_buffer=settings.channel_buffer,
+    )
+    inc_limiter = trio.CapacityLimiter(settings.inc_concurrency) if settings.inc_concurrency else None
+
+    app = QuartTrio("trio_counters")
+    app.response_class = TextResponse
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["trio_counters"] = _AppState(settings, counters, inc_limiter)
+    app.asgi_app = CompleteSends(app.asgi_app)  # type: ignore[method-assign]
+
+    @app.before_serving
+    async def start_store() -> None:
+        await app.nursery.start(counters.serve)
+
+    @app.after_serving
+    async def stop_store() -> None:
+        counters.close()
+
+    async def ask(operation: Any, *args: Any) -> Any:
+        """Call the store, or raise StoreUnavailable rather than wait past the timeout."""
+        with trio.move_on_after(settings.store_timeout):
+            return await operation(*args)
+        raise StoreUnavailable(
+            f"the store did not answer within {settings.store_timeout:g} s; try again"
+        )
+
+    @app.route("/get", methods=["GET"])
+    async def get_counter() -> str:
+        name = _name(request.args, settings.max_name_length)
+        value = await ask(counters.get, name)
+        return f"{name}: {value}\n"
+
+    @app.route("/set", methods=["GET", "POST"])
+    async def set_counter() -> str:
+        params = await _params()
+        name = _name(params, settings.max_name_length)
+        value = _value(params)
+        await ask(counters.set, name, value)
+        return "ok\n"
+
+    @app.route("/inc", methods=["GET", "POST"])
+    async def inc_counter() -> str:
+        name = _name(await _params(), settings.max_name_length)
+        if inc_limiter is None:
+            await ask(counters.inc, name)
+        else:
+            async with inc_limiter:
+                await ask(counters.inc, name)
+        return "ok\n"
+
+    @app.errorhandler(StoreError)
+    async def store_error(error: StoreError) -> TextResponse:
+        response = _text(str(error), STATUS_FOR[type(error)])
+        if isinstance(error, StoreUnavailable):
+            response.headers["Retry-After"] = "1"
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> TextResponse:
+        status = error.code or 500
+        if isinstance(error, NotFound):
+            message = "not found: the endpoints are /get, /set and /inc"
+        elif isinstance(error, MethodNotAllowed):
+            allowed = ", ".join(sorted(error.valid_methods or ()))
+            message = f"method {request.method} not allowed here; use {allowed}"
+        elif status == 500:
+            message = "internal server error"
+        else:
+            message = str(error.description).replace("\n", " ")
+        response = _text(message, status)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        return response
+
+    return app
+
+
+class _AppState:
+    """What an app was built with, kept in ``app.extensions["trio_counters"]``."""
+
+    def __init__(
+        self, settings: Settings, store: CounterStore, inc_limiter: trio.CapacityLimiter | None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.inc_limiter = inc_limiter
+
+
+def _text(body: str, status: int) -> TextResponse:
+    return TextResponse(body + "\n", status=status)
+
+
+async def _params() -> MultiDict[str, str]:
+    """Query arguments, plus form fields for POST (``curl -d name=x localhost:8000/inc``)."""
+    if request.method == "GET":
+        return request.args
+    return await request.values
+
+
+def _single(params: MultiDict[str, str], key: str) -> str:
+    values = params.getlist(key)
+    if not values or values[0] == "":
+        example = "?name=COUNTER" if key == "name" else "&val=INTEGER"
+        raise BadRequest(f"missing {key}: give {example}")
+    if len(values) > 1:
+        raise BadRequest(f"{key} given {len(values)} times: give it once")
+    return values[0]
+
+
+def _name(params: MultiDict[str, str], max_length: int) -> str:
+    name = _single(params, "name")
+    if len(name) > max_length:
+        raise BadRequest(f"name is {len(name)} characters long; the limit is {max_length}")
+    if _CONTROL.search(name):
+        raise BadRequest("name must not contain control characters")
+    return name
+
+
+def _value(params: MultiDict[str, str]) -> int:
+    raw = _single(params, "val")
+    match = _INTEGER.fullmatch(raw)
+    if match is None:
+        raise BadRequest("val must be a base-10 integer: an optional sign and ASCII digits")
+    # Past 19 significant digits it is out of range; checking first also spares
+    # int() a huge conversion.
+    value = int(raw) if len(match[1].lstrip("0")) <= 19 else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        raise BadRequest(f"val must be within the signed 64-bit range [{INT64_MIN}, {INT64_MAX}]")
+    return value
