@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import trio
 
+from ..errors import StoreError
 from .base import CounterStore, CounterTable, StoreStatistics
 
 __all__ = ["NaiveStore"]
@@ -35,7 +36,11 @@ class NaiveStore(CounterStore):
         self._table.set(name, value)
 
     async def inc(self, name: str) -> None:
-        new_value = self._table.incremented(name)  # read
+        try:
+            new_value = self._table.incremented(name)  # read
+        except StoreError:
+            await trio.lowlevel.checkpoint()  # async methods checkpoint, refusals too
+            raise
         # Stands for the I/O a real store does between read and write. Other
         # tasks run here, read the same old value, and all write the same new
         # one: this checkpoint is what exposes the race.
