@@ -61,7 +61,10 @@ class Connection:
         response: h11.Response | None = None
         body = bytearray()
         while True:
-            event = self.h11.next_event()
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as error:  # e.g. EOF before the reply
+                raise ConnectionError(f"server closed the connection before replying: {error}") from None
             if event is h11.NEED_DATA:
                 self.h11.receive_data(await self.stream.receive_some(65536))
             elif isinstance(event, h11.Response):
