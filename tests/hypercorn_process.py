@@ -16,9 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import trio
 
-__all__ = ["Server", "run_hypercorn", "STARTUP_TIMEOUT"]
+__all__ = ["Server", "run_hypercorn", "README_ARGS", "STARTUP_TIMEOUT"]
 
 STARTUP_TIMEOUT = 30
+#: The flags the README's run command adds: a listen backlog that holds 200
+#: simultaneous connects (hypercorn's default of 100 drops some).
+README_ARGS = ("--backlog", "1024")
 _RUNNING = re.compile(rb"Running on http://127\.0\.0\.1:(\d+)")
 
 
@@ -50,6 +53,7 @@ async def run_hypercorn(
         sys.executable, "-m", "hypercorn",
         "--worker-class", "trio",
         "--bind", "127.0.0.1:0",
+        *README_ARGS,
         *args,
         app,
     ]  # fmt: skip
