@@ -1,0 +1,126 @@
+"""Hold bench.py's client against wrk: same server, same endpoint, same connections.
+
+    python benchmarks/vs_wrk.py [--strategy lock] [--duration 5] [--rounds 3] [-c 200]
+
+Starts one server (as bench.py does), then per round runs ``wrk -t1 -c200
+-dSECONDS`` and ``bench.py --url ... --mode keepalive -c 200`` against it, both
+on ``/inc?name=i``, and prints each one's req/s and the ratio bench/wrk. The
+target is a ratio of at least 0.9: bench.py's figures are only worth something
+if its own client is not what limits them. Each bench.py run is sized from the
+round's wrk rate to last about as long. The order alternates between rounds so
+neither always meets a colder or a warmer server. wrk cannot count lost updates;
+only throughput is compared here.
+
+wrk is Debian's ``wrk`` package (``apt-get install wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.server import ServerError, running_server, strategy_server  # noqa: E402
+
+_WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_WRK_TROUBLE = re.compile(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)")
+
+
+async def run_wrk(url: str, connections: int, duration: float) -> tuple[float, str]:
+    """wrk's req/s, and any errors it reported (empty if none)."""
+    result = await trio.run_process(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", url],
+        capture_stdout=True, capture_stderr=True, check=True,
+    )  # fmt: skip
+    text = result.stdout.decode()
+    match = _WRK_RATE.search(text)
+    if match is None:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{text}")
+    return float(match[1]), "; ".join(_WRK_TROUBLE.findall(text))
+
+
+async def run_bench(base_url: str, connections: int, requests: int) -> tuple[float, str]:
+    """bench.py's keep-alive req/s (a separate process, like wrk), and its failures."""
+    result = await trio.run_process(
+        [sys.executable, str(ROOT / "bench.py"), "--url", base_url, "--mode", "keepalive",
+         "-c", str(connections), "-n", str(requests), "--json"],
+        capture_stdout=True, capture_stderr=True, check=True,
+    )  # fmt: skip
+    row = json.loads(result.stdout)["results"][0]
+    trouble = ", ".join(f"{n} {kind}" for kind, n in row["failures"].items() if n)
+    return row["req_per_s"], trouble
+
+
+async def compare(args: argparse.Namespace) -> list[float]:
+    """Run the rounds against one server; print each; return the ratios."""
+    command, env = strategy_server(args.strategy)
+    ratios = []
+    async with running_server(command, env=env) as target:
+        inc_url = f"{target.url}/inc?name=i"
+        print(f"server: {args.strategy} at {target.url}; {args.connections} connections, "
+              f"{args.duration:g} s per wrk run")  # fmt: skip
+        for round_number in range(1, args.rounds + 1):
+            async def wrk() -> tuple[float, str]:
+                return await run_wrk(inc_url, args.connections, args.duration)
+
+            if round_number % 2:
+                wrk_rate, wrk_trouble = await wrk()
+                bench_rate, bench_trouble = await run_bench(
+                    target.url, args.connections, max(args.connections, int(wrk_rate * args.duration))
+                )
+            else:  # bench first: size it from the last round's wrk rate
+                bench_rate, bench_trouble = await run_bench(
+                    target.url, args.connections, max(args.connections, int(wrk_rate * args.duration))
+                )
+                wrk_rate, wrk_trouble = await wrk()
+            ratio = bench_rate / wrk_rate
+            ratios.append(ratio)
+            extra = "".join(
+                f"  [{who}: {what}]" for who, what in (("wrk", wrk_trouble), ("bench.py", bench_trouble)) if what
+            )
+            print(f"round {round_number}: wrk {wrk_rate:8,.0f} req/s   bench.py {bench_rate:8,.0f} req/s"
+                  f"   ratio {ratio:.3f}{extra}", flush=True)  # fmt: skip
+    return ratios
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="bench.py's keep-alive client against wrk -t1, on one server (target: ratio >= 0.9)."
+    )
+    parser.add_argument("--strategy", default="lock", choices=("naive", "lock", "channel", "bare"),
+                        help="which server to start (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default: %(default)g)")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk/bench.py pairs (default: %(default)s)")
+    parser.add_argument("-c", "--connections", type=int, default=200, help="connections (default: %(default)s)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.connections < 1 or not args.duration > 0:
+        parser.error("--rounds, --connections and --duration must be positive")
+    if shutil.which("wrk") is None:
+        print("vs_wrk.py: wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 1
+    ratios: list[float] = []
+    try:
+        ratios = trio.run(compare, args)
+    except* (ServerError, subprocess.CalledProcessError, RuntimeError) as group:
+        for exc in group.exceptions:
+            print(f"vs_wrk.py: {exc}", file=sys.stderr)
+    if not ratios:
+        return 1
+    median = statistics.median(ratios)
+    verdict = "meets" if median >= 0.9 else "misses"
+    print(f"median ratio bench.py/wrk: {median:.3f} ({verdict} the 0.9 target)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
