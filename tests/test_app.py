@@ -75,7 +75,7 @@ REFUSALS = [
     ("POST", "/get", {"name": "i"}, 405, "method POST not allowed here; use GET, HEAD, OPTIONS"),
 ]  # fmt: skip
 BAD_VALUES = [" 5", "5 ", "1_000", "\u0663", "1e3", "0x10", "1.0", "--1", "+", "five", "²"]
-OUT_OF_RANGE = [str(INT64_MAX + 1), str(INT64_MIN - 1), "9" * 20, "1" * 5000]
+OUT_OF_RANGE = [str(INT64_MAX + 1), str(INT64_MIN - 1), "9" * 20, "1" * 4000]
 
 
 async def _snapshot(app, client) -> tuple:  # type: ignore[no-untyped-def]
@@ -139,6 +139,12 @@ async def test_inc_past_int64_max_is_409_and_leaves_the_value(client) -> None:  
 async def test_oversized_post_body_is_413_and_changes_nothing(app, client) -> None:  # type: ignore[no-untyped-def]
     status, _ = await call(client, "/set", "POST", form={"name": "i", "val": "7", "pad": "x" * 10_000})
     assert status == 413
+    assert await _snapshot(app, client) == ((200, "i: 0"), (200, "j: 0"), 2)
+
+
+async def test_query_string_over_the_limit_is_414_and_changes_nothing(app, client) -> None:  # type: ignore[no-untyped-def]
+    status, message = await call(client, "/set?name=i&val=5&pad=" + "x" * 5000)
+    assert (status, message) == (414, "query string over 4096 bytes")
     assert await _snapshot(app, client) == ((200, "i: 0"), (200, "j: 0"), 2)
 
 

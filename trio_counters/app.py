@@ -15,7 +15,13 @@ from quart import request
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioResponse
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestURITooLarge,
+)
 
 from .config import INITIAL_COUNTERS, Settings
 from .connection import CompleteSends
@@ -28,7 +34,7 @@ from .errors import (
 )
 from .stores import INT64_MAX, INT64_MIN, CounterStore, make_store
 
-__all__ = ["create_app", "STATUS_FOR", "MAX_BODY_BYTES"]
+__all__ = ["create_app", "STATUS_FOR", "MAX_BODY_BYTES", "MAX_QUERY_BYTES", "BODY_TIMEOUT"]
 
 #: The HTTP status of every store error, in one place.
 STATUS_FOR: dict[type[StoreError], int] = {
@@ -40,6 +46,11 @@ STATUS_FOR: dict[type[StoreError], int] = {
 
 #: A POST form only ever needs ``name`` and ``val``; anything larger is refused (413).
 MAX_BODY_BYTES = 4096
+#: The same bound for the query string; anything longer is refused (414). Hypercorn
+#: itself refuses a request line plus headers over 16 KiB (``h11_max_incomplete_size``).
+MAX_QUERY_BYTES = 4096
+#: Seconds a client may take to send a POST body before it gets 408.
+BODY_TIMEOUT = 10
 
 # ASCII digits only: str.isdigit() and int() would also take "٣", "1_000" and " 7 ".
 _INTEGER = re.compile(r"[+-]?([0-9]+)")
@@ -85,6 +96,7 @@ def create_app(
     app = QuartTrio("trio_counters")
     app.response_class = TextResponse
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.extensions["trio_counters"] = _AppState(settings, counters, inc_limiter)
     app.asgi_app = CompleteSends(app.asgi_app)  # type: ignore[method-assign]
 
@@ -103,6 +115,11 @@ def create_app(
         raise StoreUnavailable(
             f"the store did not answer within {settings.store_timeout:g} s; try again"
         )
+
+    @app.before_request
+    async def refuse_long_queries() -> None:
+        if len(request.query_string) > MAX_QUERY_BYTES:
+            raise RequestURITooLarge(f"query string over {MAX_QUERY_BYTES} bytes")
 
     @app.route("/get", methods=["GET"])
     async def get_counter() -> str:
