@@ -227,3 +227,121 @@ async def test_channel_manager_applies_once_and_skips_a_requester_that_left() ->
 async def _inc_in_scope(store: CounterStore, scope: trio.CancelScope) -> None:
     with scope:
         await store.inc("i")
+
+
+@pytest.mark.parametrize("strategy", ["naive"])
+async def test_naive_store_counts_exactly_what_it_lost(store: CounterStore) -> None:
+    await _inc_together(store, 100)  # 100 acknowledged, the value moved by 1
+    race = store.statistics().race
+    assert race is not None and race.lost_updates == 99 and race.worst == (("i", 99),)
+    await _inc_together(store, 10)  # 10 more, moved by 1 again
+    assert store.statistics().race.lost_updates == 99 + 9
+    for _ in range(5):  # one at a time: no overlap, no loss
+        await store.inc("j")
+    assert store.statistics().race.lost_updates == 108
+    await store.set("i", 0)  # the count is "since the counter was last set"
+    assert store.statistics().race.lost_updates == 0
+
+
+@pytest.mark.parametrize("strategy", ["naive"])
+async def test_naive_store_counts_a_set_that_a_racing_inc_overwrote(store: CounterStore) -> None:
+    # The increment reads 5; the set and the increment then both write in the
+    # next batch, in an order trio varies on purpose. When the increment writes
+    # last, the set is lost and counted; when the set writes last, nothing is lost.
+    seen = set()
+    for _ in range(40):
+        await store.set("i", 5)
+        before = store.statistics().race.overwritten_sets
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store.inc, "i")
+            nursery.start_soon(store.set, "i", 100)
+        value = await store.get("i")
+        overwritten = store.statistics().race.overwritten_sets - before
+        assert (value, overwritten) in {(6, 1), (100, 0)}
+        assert store.statistics().race.lost_updates == 0
+        seen.add(value)
+    assert seen == {6, 100}
+
+
+@pytest.mark.parametrize("strategy", SAFE_STRATEGIES)
+async def test_safe_strategies_have_no_race_statistics(store: CounterStore) -> None:
+    await _inc_together(store, 100)
+    assert store.statistics().race is None
+
+
+@pytest.mark.parametrize("strategy", ["lock"])
+async def test_lock_statistics_show_the_lock_and_its_queue(store: CounterStore) -> None:
+    assert store.statistics().guard == {"lock": {"locked": False, "tasks_waiting": 0}}
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(store.inc, "i")
+        await trio.sleep(0)
+        await trio.sleep(0)  # the first holds the lock at its checkpoint, two wait
+        assert store.statistics().guard == {"lock": {"locked": True, "tasks_waiting": 2}}
+
+
+async def test_channel_statistics_show_the_command_channel() -> None:
+    store = ChannelStore(max_counters=10, initial=("i",), buffer_size=4)
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(store.inc, "i")
+        await trio.testing.wait_all_tasks_blocked()  # no manager yet: 4 queued, 2 blocked
+        assert store.statistics().guard["channel"] == {
+            "buffer_used": 4,
+            "buffer_size": 4,
+            "tasks_waiting_send": 2,
+            "tasks_waiting_receive": 0,
+            "manager_running": True,
+            "manager_restarts": 0,
+        }
+        await nursery.start(store.serve)
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.statistics().guard["channel"]["tasks_waiting_receive"] == 1  # the idle manager
+        store.close()
+    assert await _value(store) == 6
+    assert store.statistics().guard["channel"]["manager_running"] is False
+
+
+async def _value(store: ChannelStore) -> int:
+    return store._table.get("i")
+
+
+async def test_a_failing_manager_is_logged_restarted_and_keeps_the_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ChannelStore(max_counters=10, initial=("i",), buffer_size=10)
+    handle = store._handle
+    failures = iter([RuntimeError("injected manager failure")])
+
+    def fail_once(command):  # type: ignore[no-untyped-def]
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        handle(command)
+
+    store._handle = fail_once  # type: ignore[method-assign]
+    results: list[str] = []
+
+    async def inc() -> None:
+        try:
+            await store.inc("i")
+            results.append("ok")
+        except StoreUnavailable as error:
+            results.append(str(error))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.serve)
+            for _ in range(5):
+                nursery.start_soon(inc)
+            await trio.testing.wait_all_tasks_blocked()
+            store.close()
+    # The command the manager broke on got 503 (it was not applied); the other
+    # four queued behind it were served by the restarted manager.
+    assert sorted(results) == sorted(["ok"] * 4 + [
+        "the counter manager failed while handling this request; it may or may not have been applied"
+    ])
+    assert store._table.get("i") == 4
+    assert store.statistics().guard["channel"]["manager_restarts"] == 1
+    [record] = [r for r in caplog.records if "manager failed" in r.getMessage()]
+    assert record.levelname == "ERROR" and "injected manager failure" in record.exc_text

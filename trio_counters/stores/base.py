@@ -28,8 +28,22 @@ INT64_MAX = 2**63 - 1
 
 
 @dataclasses.dataclass(frozen=True)
+class RaceStatistics:
+    """What the naive store lost to its race, counted as it happens."""
+
+    #: Increments acknowledged with ``ok`` that the value does not show: for each
+    #: counter, the increments acknowledged since it was last set minus how far
+    #: its value moved, summed over all counters.
+    lost_updates: int
+    #: Sets that a racing increment overwrote (it read before the set, wrote after).
+    overwritten_sets: int
+    #: The counters that lost most, largest first: at most ten ``(name, lost)`` pairs.
+    worst: tuple[tuple[str, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class StoreStatistics:
-    """A snapshot of a store, for ``/stats`` and the tests."""
+    """A snapshot of a store, for ``/stats``, ``/metrics`` and the tests."""
 
     #: The strategy's name: ``naive``, ``lock`` or ``channel``.
     strategy: str
@@ -37,6 +51,13 @@ class StoreStatistics:
     counters: int
     #: The most counters the store will hold.
     max_counters: int
+    #: Live statistics of whatever guards the table, named for it: ``{"lock": {...}}``
+    #: from ``trio.Lock.statistics()``, ``{"channel": {...}}`` from the manager's
+    #: command channel; empty for ``naive``, which has no guard.
+    guard: dict[str, dict[str, int | bool]]
+    #: The naive store's own count of what it lost; ``None`` for strategies that
+    #: cannot lose an update.
+    race: RaceStatistics | None = None
 
 
 class CounterTable:

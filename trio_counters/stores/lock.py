@@ -42,6 +42,10 @@ class LockStore(CounterStore):
             self._table.set(name, new_value)  # write
 
     def statistics(self) -> StoreStatistics:
+        lock = self._lock.statistics()
         return StoreStatistics(
-            strategy=self.strategy, counters=len(self._table), max_counters=self._table.max_counters
+            strategy=self.strategy,
+            counters=len(self._table),
+            max_counters=self._table.max_counters,
+            guard={"lock": {"locked": lock.locked, "tasks_waiting": lock.tasks_waiting}},
         )
