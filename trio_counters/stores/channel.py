@@ -16,11 +16,17 @@ trio way. No lock: mutual exclusion comes from the table having one owner.
 - When the store closes or the manager is cancelled, commands still waiting get
   their reply channels closed, and senders get a closed channel: every caller
   sees :class:`StoreUnavailable` (HTTP 503) rather than hanging.
+- If the manager itself fails (a bug, not a refused command: those go back to
+  their requester), the failure is logged with its traceback and the manager
+  starts over on the same table, which is intact because every command is
+  applied without an ``await``. Only the requester whose command was being
+  handled gets 503; queued commands are served by the restarted loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +38,10 @@ from .base import CounterStore, CounterTable, StoreStatistics
 
 __all__ = ["ChannelStore"]
 
+logger = logging.getLogger(__name__)
+
 _STOPPED = "the counter manager has stopped"
+_FAILED = "the counter manager failed while handling this request; it may or may not have been applied"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,21 +60,28 @@ class ChannelStore(CounterStore):
         # Only the manager task touches the table once serving begins.
         self._table = CounterTable(max_counters=max_counters, initial=initial)
         self._commands, self._inbox = trio.open_memory_channel[_Command](buffer_size)
+        self._restarts = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The manager: apply commands one at a time until the store is closed."""
         async with self._inbox:
             task_status.started()
             try:
-                async for command in self._inbox:
-                    # The table's methods never await, so each command is applied
-                    # whole before the manager looks at the next one.
-                    result = outcome.capture(command.operation, *command.args)
-                    with command.reply:
-                        try:
-                            command.reply.send_nowait(result)
-                        except trio.BrokenResourceError:
-                            pass  # the requester has gone; its command still counted
+                while True:
+                    try:
+                        async for command in self._inbox:
+                            # Closed on the way out, whatever happens: a requester
+                            # whose command broke the manager gets 503, not a hang.
+                            with command.reply:
+                                self._handle(command)
+                        return  # closed and drained: serving is over
+                    except Exception:
+                        self._restarts += 1
+                        logger.exception(
+                            "the counter manager failed; restarting it on the intact table "
+                            "(restart %d)",
+                            self._restarts,
+                        )
             finally:
                 # Leaving (closed or cancelled): answer the commands still queued
                 # by closing their reply channels, so none of them waits forever.
@@ -74,6 +90,16 @@ class ChannelStore(CounterStore):
                         self._inbox.receive_nowait().reply.close()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+
+    def _handle(self, command: _Command) -> None:
+        # The table's methods never await, so each command is applied whole
+        # before the manager looks at the next one. A refusal (or any error of
+        # the operation) is captured and goes back to its requester.
+        result = outcome.capture(command.operation, *command.args)
+        try:
+            command.reply.send_nowait(result)
+        except trio.BrokenResourceError:
+            pass  # the requester has gone; its command still counted
 
     def close(self) -> None:
         # The manager drains what is already queued, then its loop ends.
@@ -89,8 +115,11 @@ class ChannelStore(CounterStore):
             try:
                 result = await answer.receive()
             except trio.EndOfChannel:
-                raise StoreUnavailable(_STOPPED) from None
+                raise StoreUnavailable(_FAILED if self._inbox_open() else _STOPPED) from None
         return result.unwrap()
+
+    def _inbox_open(self) -> bool:
+        return self._commands.statistics().open_receive_channels > 0
 
     async def get(self, name: str) -> int:
         return await self._call(self._table.get, name)
@@ -105,6 +134,19 @@ class ChannelStore(CounterStore):
         self._table.set(name, self._table.incremented(name))
 
     def statistics(self) -> StoreStatistics:
+        channel = self._commands.statistics()
         return StoreStatistics(
-            strategy=self.strategy, counters=len(self._table), max_counters=self._table.max_counters
+            strategy=self.strategy,
+            counters=len(self._table),
+            max_counters=self._table.max_counters,
+            guard={
+                "channel": {
+                    "buffer_used": channel.current_buffer_used,
+                    "buffer_size": int(channel.max_buffer_size),
+                    "tasks_waiting_send": channel.tasks_waiting_send,
+                    "tasks_waiting_receive": channel.tasks_waiting_receive,
+                    "manager_running": channel.open_receive_channels > 0,
+                    "manager_restarts": self._restarts,
+                }
+            },
         )
