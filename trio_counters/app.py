@@ -7,10 +7,12 @@ Store errors become status codes in one place, :data:`STATUS_FOR`.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from quart import request
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioResponse
@@ -25,6 +27,7 @@ from werkzeug.exceptions import (
 
 from .config import INITIAL_COUNTERS, Settings
 from .connection import CompleteSends
+from .metrics import RequestRecorder, StoreCollector, stats_document
 from .errors import (
     CounterNotFound,
     CounterOverflow,
@@ -97,8 +100,12 @@ def create_app(
     app.response_class = TextResponse
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
+    registry = CollectorRegistry()
+    recorder = RequestRecorder(app.asgi_app, registry)
+    registry.register(StoreCollector(counters, recorder, inc_limiter))
     app.extensions["trio_counters"] = _AppState(settings, counters, inc_limiter)
-    app.asgi_app = CompleteSends(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = CompleteSends(recorder)  # type: ignore[method-assign]
+    app.logger  # noqa: B018 -- sets up Quart's log handler, which our modules' loggers reach
 
     @app.before_serving
     async def start_store() -> None:
@@ -144,6 +151,17 @@ def create_app(
             async with inc_limiter:
                 await ask(counters.inc, name)
         return "ok\n"
+
+    @app.route("/stats", methods=["GET"])
+    async def stats() -> TextResponse:
+        document = stats_document(counters, recorder, inc_limiter)
+        return TextResponse(
+            json.dumps(document, separators=(",", ":")) + "\n", content_type="application/json"
+        )
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics() -> TextResponse:
+        return TextResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.errorhandler(StoreError)
     async def store_error(error: StoreError) -> TextResponse:
