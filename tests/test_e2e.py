@@ -6,6 +6,7 @@ Each test gets a fresh server per strategy on a free loopback port (see the
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -140,10 +141,15 @@ async def test_ab_style_load_completes_without_failures(server: Server, strategy
                 nursery.start_soon(ab_client, n // concurrency)
     assert statuses == [200] * n
     final = await value_of(server)
+    stats = json.loads((await request(server.port, "/stats")).body)
     if strategy == "naive":
         assert final < n
+        # The server knows exactly what it lost, like a race detector with a count.
+        assert stats["race"]["lost_updates"] == n - final
     else:
         assert final == n
+        assert stats["race"] is None
+    assert stats["requests"]["served"]["/inc"] == n
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
