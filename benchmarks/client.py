@@ -338,7 +338,7 @@ async def run_load(
     if requests < 0 or concurrency < 1 or not timeout > 0:
         raise ValueError("need requests >= 0, concurrency >= 1 and timeout > 0")
     stats = LoadStats() if stats is None else stats
-    headers = [("Host", target.authority), ("User-Agent", "trio-counters-bench")]
+    headers = [("Host", target.authority)]  # what wrk sends: the same request, the same server work
     if mode == "close":
         headers.append(("Connection", "close"))
     request = h11.Request(method=method, target=target.target(endpoint, name=name), headers=headers)

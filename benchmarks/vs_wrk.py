@@ -1,14 +1,16 @@
 """Hold bench.py's client against wrk: same server, same endpoint, same connections.
 
-    python benchmarks/vs_wrk.py [--strategy lock] [--duration 5] [--rounds 3] [-c 200]
+    python benchmarks/vs_wrk.py [--strategy lock] [--duration 5] [--rounds 5] [-c 200]
 
 Starts one server (as bench.py does), then per round runs ``wrk -t1 -c200
 -dSECONDS`` and ``bench.py --url ... --mode keepalive -c 200`` against it, both
 on ``/inc?name=i``, and prints each one's req/s and the ratio bench/wrk. The
 target is a ratio of at least 0.9: bench.py's figures are only worth something
 if its own client is not what limits them. Each bench.py run is sized from the
-round's wrk rate to last about as long. The order alternates between rounds so
-neither always meets a colder or a warmer server. wrk cannot count lost updates;
+round's wrk rate to last about as long. A 1 s wrk run warms the server up
+first, and the order alternates between rounds so neither tool always goes
+first; the median of the rounds' ratios is the figure, because the server's
+own rate drifts by several percent from run to run on a shared machine. wrk cannot count lost updates;
 only throughput is compared here.
 
 wrk is Debian's ``wrk`` package (``apt-get install wrk``).
@@ -69,6 +71,7 @@ async def compare(args: argparse.Namespace) -> list[float]:
         inc_url = f"{target.url}/inc?name=i"
         print(f"server: {args.strategy} at {target.url}; {args.connections} connections, "
               f"{args.duration:g} s per wrk run")  # fmt: skip
+        await run_wrk(inc_url, args.connections, 1)  # warm-up: neither tool meets a cold server
         for round_number in range(1, args.rounds + 1):
             async def wrk() -> tuple[float, str]:
                 return await run_wrk(inc_url, args.connections, args.duration)
@@ -100,7 +103,7 @@ def main() -> int:
     parser.add_argument("--strategy", default="lock", choices=("naive", "lock", "channel", "bare"),
                         help="which server to start (default: %(default)s)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default: %(default)g)")
-    parser.add_argument("--rounds", type=int, default=3, help="wrk/bench.py pairs (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk/bench.py pairs (default: %(default)s)")
     parser.add_argument("-c", "--connections", type=int, default=200, help="connections (default: %(default)s)")
     args = parser.parse_args()
     if args.rounds < 1 or args.connections < 1 or not args.duration > 0:
