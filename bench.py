@@ -282,12 +282,15 @@ def plot(rows: Sequence[Row], path: str) -> None:
     labels = [row.strategy + ("*" if row.reference else "") for row in rows]
     colours = ["#999999" if row.reference else "#4477aa" for row in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.bar(labels, [row.req_per_s or 0 for row in rows], color=colours)
+    rates = left.bar(labels, [row.req_per_s or 0 for row in rows], color=colours)
+    left.bar_label(rates, fmt="%.0f")
     left.set_title("throughput (successful req/s)")
-    right.bar(labels, [row.lost or 0 for row in rows], color=["#cc3311" if row.lost else "#228833" for row in rows])
+    lost = right.bar(labels, [row.lost or 0 for row in rows], color=["#cc3311" if row.lost else "#228833" for row in rows])
+    right.bar_label(lost, fmt="%d")  # a 0 is the point for lock and channel: show it
     right.set_title("lost updates (succeeded - increase)")
     for axis in (left, right):
         axis.tick_params(axis="x", labelrotation=20)
+        axis.margins(y=0.12)  # room for the bar labels
     fig.suptitle("bench.py" + ("   (* = bare ASGI reference ceiling)" if any(r.reference for r in rows) else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
