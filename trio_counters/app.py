@@ -74,6 +74,8 @@ def create_app(
     inc_concurrency: int | None = None,
     store_timeout: float | None = None,
     channel_buffer: int | None = None,
+    redis_url: str | None = None,
+    redis_timeout: float | None = None,
 ) -> QuartTrio:
     """Build a fresh counter app with its own store.
 
@@ -87,12 +89,16 @@ def create_app(
         inc_concurrency=inc_concurrency,
         store_timeout=store_timeout,
         channel_buffer=channel_buffer,
+        redis_url=redis_url,
+        redis_timeout=redis_timeout,
     )
     counters = make_store(
         settings.store,
         max_counters=settings.max_counters,
         initial=INITIAL_COUNTERS,
         channel_buffer=settings.channel_buffer,
+        redis_url=settings.redis_url,
+        redis_timeout=settings.redis_timeout,
     )
     inc_limiter = trio.CapacityLimiter(settings.inc_concurrency) if settings.inc_concurrency else None
 
