@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from trio_counters.config import Settings
 from trio_counters.errors import CounterNotFound, CounterOverflow, StoreUnavailable, TooManyCounters
 from trio_counters.stores import INT64_MAX, INT64_MIN, ChannelStore, CounterStore, make_store
 
@@ -20,7 +21,10 @@ from conftest import SAFE_STRATEGIES
 
 @pytest.fixture
 async def store(strategy: str, nursery: trio.Nursery) -> AsyncIterator[CounterStore]:
-    store = make_store(strategy, max_counters=5, initial=("i", "j"))
+    # Settings from the environment, as the app reads them: the redis URL among them.
+    store = make_store(
+        strategy, max_counters=5, initial=("i", "j"), redis_url=Settings.resolve().redis_url
+    )
     await nursery.start(store.serve)
     yield store
     store.close()
