@@ -77,7 +77,10 @@ retried.
     lost         succeeded - (final - initial); null if unknown
     elapsed_s, req_per_s   wall time of the load; successes per second
     latency_ms   {{p50, p99, max}} over successful requests, nearest-rank;
-                 connect to complete answer in close mode
+                 request sent to answer complete (plus the connect, in close
+                 mode and for a keep-alive connection's first request)
+    client_cpu_s CPU seconds bench.py itself used during the load; near
+                 elapsed_s, the client was the limit (the table then warns)
     interrupted  true if Ctrl-C cut this run short
     error        why the final count is missing, else null
 

@@ -125,6 +125,9 @@ class LoadStats:
     failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
     started: float | None = None
     finished: float | None = None
+    #: CPU seconds this process spent while the load ran (``time.process_time``):
+    #: the client's own cost, to check that it was not the bottleneck.
+    cpu_s: float = 0.0
 
     @property
     def succeeded(self) -> int:
@@ -344,6 +347,7 @@ async def run_load(
     request = h11.Request(method=method, target=target.target(endpoint, name=name), headers=headers)
     worker = _keepalive_worker if mode == "keepalive" else _close_worker
     budget = _Budget(requests)
+    cpu_start = time.process_time()
     stats.started = time.perf_counter()
     try:
         async with trio.open_nursery() as nursery:
@@ -351,6 +355,7 @@ async def run_load(
                 nursery.start_soon(worker, target, request, budget, stats, timeout)
     finally:
         stats.finished = time.perf_counter()
+        stats.cpu_s = time.process_time() - cpu_start
     return stats
 
 

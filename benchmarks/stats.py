@@ -15,6 +15,9 @@ from .client import LoadStats
 
 __all__ = ["percentile", "lost_updates", "Row", "summarise", "format_table", "to_json"]
 
+#: Above this share of the run on the CPU, the table warns that the client may be the limit.
+CLIENT_BUSY_WARNING = 0.8
+
 #: Bumped when a field of the JSON document changes meaning or goes away.
 JSON_VERSION = 1
 
@@ -60,6 +63,12 @@ class Row:
     reference: bool = False
     interrupted: bool = False
     error: str | None = None
+    client_cpu_s: float = 0.0
+
+    @property
+    def client_busy(self) -> float | None:
+        """The share of the run the client spent on the CPU; near 1, it was the limit."""
+        return self.client_cpu_s / self.elapsed_s if self.elapsed_s > 0 else None
 
     @property
     def failed(self) -> int:
@@ -113,6 +122,7 @@ def summarise(
         reference=reference,
         interrupted=interrupted,
         error=error,
+        client_cpu_s=stats.cpu_s,
     )
 
 
@@ -160,6 +170,12 @@ def format_table(rows: Sequence[Row], *, note: str = "") -> str:
             notes.append(f"{row.strategy} failures: {detail}")
         if row.error:
             notes.append(f"{row.strategy}: {row.error}")
+    for row in rows:
+        if row.client_busy is not None and row.client_busy > CLIENT_BUSY_WARNING:
+            notes.append(
+                f"{row.strategy}: the client was on the CPU {row.client_busy:.0%} of the run, so these"
+                " figures may be the client's limit, not the server's (is the machine busy?)"
+            )
     if any(row.interrupted for row in rows):
         notes.append(
             "(stopped) = cut short by Ctrl-C: measured up to then; requests in flight may have"
@@ -190,6 +206,7 @@ def to_json(rows: Sequence[Row], config: dict[str, object]) -> dict[str, object]
                 "elapsed_s": round(row.elapsed_s, 6),
                 "req_per_s": None if row.req_per_s is None else round(row.req_per_s, 3),
                 "latency_ms": {k: None if v is None else round(v, 3) for k, v in row.latencies_ms.items()},
+                "client_cpu_s": round(row.client_cpu_s, 6),
                 "interrupted": row.interrupted,
                 "error": row.error,
             }

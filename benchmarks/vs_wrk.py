@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -35,24 +37,41 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.server import ServerError, running_server, strategy_server  # noqa: E402
 
 _WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_WRK_TOTAL = re.compile(r"(\d+) requests in ")
 _WRK_TROUBLE = re.compile(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)")
 
 
-async def run_wrk(url: str, connections: int, duration: float) -> tuple[float, str]:
-    """wrk's req/s, and any errors it reported (empty if none)."""
+@dataclass
+class Run:
+    """One tool's run: its rate, its CPU cost per request, and any errors it saw."""
+
+    rate: float
+    cpu_us_per_request: float
+    trouble: str
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_wrk(url: str, connections: int, duration: float) -> Run:
+    """wrk's req/s; its CPU per request from the kernel's account of finished children."""
+    cpu = _children_cpu()
     result = await trio.run_process(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", url],
         capture_stdout=True, capture_stderr=True, check=True,
     )  # fmt: skip
+    cpu = _children_cpu() - cpu
     text = result.stdout.decode()
-    match = _WRK_RATE.search(text)
-    if match is None:
-        raise RuntimeError(f"no Requests/sec in wrk's output:\n{text}")
-    return float(match[1]), "; ".join(_WRK_TROUBLE.findall(text))
+    rate, total = _WRK_RATE.search(text), _WRK_TOTAL.search(text)
+    if rate is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{text}")
+    return Run(float(rate[1]), cpu / max(1, int(total[1])) * 1e6, "; ".join(_WRK_TROUBLE.findall(text)))
 
 
-async def run_bench(base_url: str, connections: int, requests: int) -> tuple[float, str]:
-    """bench.py's keep-alive req/s (a separate process, like wrk), and its failures."""
+async def run_bench(base_url: str, connections: int, requests: int) -> Run:
+    """bench.py's keep-alive req/s (a separate process, like wrk), its CPU, its failures."""
     result = await trio.run_process(
         [sys.executable, str(ROOT / "bench.py"), "--url", base_url, "--mode", "keepalive",
          "-c", str(connections), "-n", str(requests), "--json"],
@@ -60,7 +79,7 @@ async def run_bench(base_url: str, connections: int, requests: int) -> tuple[flo
     )  # fmt: skip
     row = json.loads(result.stdout)["results"][0]
     trouble = ", ".join(f"{n} {kind}" for kind, n in row["failures"].items() if n)
-    return row["req_per_s"], trouble
+    return Run(row["req_per_s"], row["client_cpu_s"] / max(1, row["requests"]) * 1e6, trouble)
 
 
 async def compare(args: argparse.Namespace) -> list[float]:
@@ -73,26 +92,21 @@ async def compare(args: argparse.Namespace) -> list[float]:
               f"{args.duration:g} s per wrk run")  # fmt: skip
         await run_wrk(inc_url, args.connections, 1)  # warm-up: neither tool meets a cold server
         for round_number in range(1, args.rounds + 1):
-            async def wrk() -> tuple[float, str]:
-                return await run_wrk(inc_url, args.connections, args.duration)
-
             if round_number % 2:
-                wrk_rate, wrk_trouble = await wrk()
-                bench_rate, bench_trouble = await run_bench(
-                    target.url, args.connections, max(args.connections, int(wrk_rate * args.duration))
-                )
-            else:  # bench first: size it from the last round's wrk rate
-                bench_rate, bench_trouble = await run_bench(
-                    target.url, args.connections, max(args.connections, int(wrk_rate * args.duration))
-                )
-                wrk_rate, wrk_trouble = await wrk()
-            ratio = bench_rate / wrk_rate
+                wrk = await run_wrk(inc_url, args.connections, args.duration)
+                ours = await run_bench(target.url, args.connections, max(args.connections, int(wrk.rate * args.duration)))
+            else:  # bench.py first, sized from the last round's wrk rate
+                ours = await run_bench(target.url, args.connections, max(args.connections, int(wrk.rate * args.duration)))
+                wrk = await run_wrk(inc_url, args.connections, args.duration)
+            ratio = ours.rate / wrk.rate
             ratios.append(ratio)
-            extra = "".join(
-                f"  [{who}: {what}]" for who, what in (("wrk", wrk_trouble), ("bench.py", bench_trouble)) if what
+            extra = "".join(f"  [{who}: {run.trouble}]" for who, run in (("wrk", wrk), ("bench.py", ours)) if run.trouble)
+            print(
+                f"round {round_number}: wrk {wrk.rate:7,.0f} req/s ({wrk.cpu_us_per_request:4.0f} us CPU/req)"
+                f"   bench.py {ours.rate:7,.0f} req/s ({ours.cpu_us_per_request:4.0f} us CPU/req)"
+                f"   ratio {ratio:.3f}{extra}",
+                flush=True,
             )
-            print(f"round {round_number}: wrk {wrk_rate:8,.0f} req/s   bench.py {bench_rate:8,.0f} req/s"
-                  f"   ratio {ratio:.3f}{extra}", flush=True)  # fmt: skip
     return ratios
 
 

@@ -166,6 +166,7 @@ async def test_keepalive_reuses_one_connection_per_client(fake_server) -> None: 
     assert server.value == 60 and server.connections == 4
     assert server.asked_to_close == 0
     assert stats.finished is not None and stats.elapsed() > 0
+    assert 0 < stats.cpu_s < 10 * stats.elapsed()  # the client's own CPU time was measured
 
 
 async def test_close_mode_opens_a_connection_per_request_and_asks_to_close(fake_server) -> None:  # type: ignore[no-untyped-def]
@@ -377,6 +378,20 @@ def test_table_has_one_aligned_line_per_row_and_explains_itself() -> None:
     assert any(line.startswith("* reference ceiling") for line in lines)
     assert "lock failures: 2 status" in lines
     assert lines[-1] == "the note"
+
+
+def test_table_warns_when_the_client_may_have_been_the_limit() -> None:
+    calm = make_stats([0.001] * 10)
+    calm.cpu_s = 0.5  # of a 2 s run
+    busy = make_stats([0.001] * 10)
+    busy.cpu_s = 1.9
+    rows = [summarise(name, stats, planned=10, initial=0, final=10) for name, stats in (("calm", calm), ("busy", busy))]
+    warnings = [line for line in format_table(rows).splitlines() if "client was on the CPU" in line]
+    assert warnings == [
+        "busy: the client was on the CPU 95% of the run, so these figures may be the client's limit,"
+        " not the server's (is the machine busy?)"
+    ]
+    assert to_json(rows, {})["results"][1]["client_cpu_s"] == 1.9
 
 
 def test_table_marks_interrupted_rows_and_unknown_values() -> None:
