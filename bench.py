@@ -45,7 +45,8 @@ updates; lock and channel must lose none. The bare* row is a reference ceiling:
 the same workload on a bare ASGI app (no Quart), guarded by a lock like 'lock'.
 
 With --url, load a server you started yourself instead, reading the count
-before and after; it is not reset, so nothing else should touch the counter."""
+before and after; it is not reset, so nothing else should touch the counter.
+A progress bar shows on stderr when it is a terminal; piped, bench.py is quiet."""
 
 EPILOG = f"""\
 connection modes (--mode):
@@ -74,7 +75,8 @@ retried.
                  (fewer than planned only if interrupted)
     succeeded, failed, failures {{connect, io, timeout, unclosed, status}}
     initial, final   the counter before and after (null if unreadable)
-    lost         succeeded - (final - initial); null if unknown
+    lost         succeeded - (final - initial); null if unknown; below 0
+                 if failed requests were applied anyway (timeout, unclosed)
     elapsed_s, req_per_s   wall time of the load; successes per second
     latency_ms   {{p50, p99, max}} over successful requests, nearest-rank;
                  request sent to answer complete (plus the connect, in close
