@@ -29,6 +29,13 @@ STRATEGIES = ("naive", "lock", "channel")
 #: The ceiling row's name in --strategies: the bare ASGI app, a reference.
 CEILING = "bare"
 DEFAULT_STRATEGIES = (*STRATEGIES, CEILING)
+#: Rows past one process, asked for by name (they need a Redis, so not run by
+#: default): redis with one worker and with two (-w 2), and lock with two workers,
+#: which gives each worker a table of its own -- the split count redis fixes.
+SCALE_OUT = ("redis", "redis-w2", "lock-w2")
+#: Rows whose workers each keep their own table: their "lost" is the other's share.
+SPLIT = ("lock-w2",)
+CHOICES = (*DEFAULT_STRATEGIES, *SCALE_OUT)
 DEFAULT_REQUESTS = 5000
 DEFAULT_CONCURRENCY = 200
 DEFAULT_MODE = "keepalive"
@@ -43,6 +50,11 @@ server, and print one table: requests, failed, final count, lost updates
 (succeeded - increase), req/s and latency p50/p99/max. naive is meant to lose
 updates; lock and channel must lose none. The bare* row is a reference ceiling:
 the same workload on a bare ASGI app (no Quart), guarded by a lock like 'lock'.
+
+More workers, asked for by name: redis and redis-w2 (one and two hypercorn
+workers on one Redis, at TRIO_COUNTERS_REDIS_URL, default
+redis://127.0.0.1:6379/0, which must be running), and lock-w2: two workers with
+a table each, so every /get sees one worker's share -- a failure, on purpose.
 
 With --url, load a server you started yourself instead, reading the count
 before and after; it is not reset, so nothing else should touch the counter.
@@ -69,7 +81,7 @@ retried.
   config         mode, requests, concurrency, timeout_s, name, url (null
                  unless --url), strategies
   results[]      one object per server, in table order:
-    strategy     naive | lock | channel | bare | the --url
+    strategy     naive | lock | channel | bare | redis | redis-w2 | lock-w2 | the --url
     reference    true for the bare ASGI ceiling row
     planned      requests asked for (-n); requests = succeeded + failed
                  (fewer than planned only if interrupted)
@@ -89,6 +101,7 @@ retried.
 examples:
   python bench.py
   python bench.py -n 20000 --strategies lock,channel --mode close
+  python bench.py --strategies redis,redis-w2,lock-w2     (Redis running)
   python bench.py --url http://127.0.0.1:8000 -n 10000 -c 200 --name i
   python bench.py --json > results.json
   python bench.py --plot bench.png     (needs: pip install -e '.[plot]')
@@ -119,10 +132,10 @@ def _seconds(text: str) -> float:
 
 def _strategies(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in DEFAULT_STRATEGIES]
+    unknown = [name for name in names if name not in CHOICES]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown {', '.join(map(repr, unknown)) or 'empty list'}: choose from {','.join(DEFAULT_STRATEGIES)}"
+            f"unknown {', '.join(map(repr, unknown)) or 'empty list'}: choose from {','.join(CHOICES)}"
         )
     return tuple(dict.fromkeys(names))  # keep order, drop repeats
 
@@ -138,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to load")
     what.add_argument(
         "--strategies", type=_strategies, default=None, metavar="LIST",
-        help=f"comma-separated, from {','.join(DEFAULT_STRATEGIES)} (default: all; "
-        f"'{CEILING}' is the reference ceiling)",
+        help=f"comma-separated, from {','.join(CHOICES)} (default: "
+        f"{','.join(DEFAULT_STRATEGIES)}; '{CEILING}' is the reference ceiling)",
     )
     what.add_argument(
         "--url", metavar="URL",
@@ -328,6 +341,12 @@ def report(session: Session, out: TextIO) -> None:
         f"clients, {mode}, {args.timeout:g} s timeout"
     )
     out.write(format_table(session.rows, note=note) + "\n")
+    for row in session.rows:
+        if row.strategy in SPLIT:
+            out.write(
+                f"{row.strategy}: FAILS by design -- two workers, two tables; each /get reads one"
+                " worker's share, so 'lost' is what the other worker counted\n"
+            )
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:

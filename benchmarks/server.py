@@ -74,12 +74,17 @@ def server_command(app: str) -> list[str]:
 
 
 def strategy_server(strategy: str) -> tuple[list[str], dict[str, str]]:
-    """Command and environment for one strategy; ``bare`` is the no-Quart ceiling."""
+    """Command and environment for one strategy; ``bare`` is the no-Quart ceiling,
+    ``-wN`` (``lock-w2``) asks for N hypercorn workers."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if strategy == "bare":
         return server_command(f"{BARE_APP}:app"), env
+    strategy, _, workers = strategy.partition("-w")  # redis-w2: redis, 2 workers
     env["TRIO_COUNTERS_STORE"] = strategy
-    return server_command("trio_counters:app"), env
+    command = server_command("trio_counters:app")
+    if workers:
+        command[-1:-1] = ["--workers", workers]
+    return command, env
 
 
 class _Log:
