@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .app import create_app
 from .config import ConfigError, Settings
+from .transport import install_from_environ as _install_transport
 from .errors import (
     CounterNotFound,
     CounterOverflow,
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# hypercorn's trio worker serves connections with the transport named by
+# TRIO_COUNTERS_TRANSPORT (fast or stock); see trio_counters/transport.py.
+_install_transport()
 
 #: The app hypercorn serves by default, configured from the environment.
 app = create_app()
