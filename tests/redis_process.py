@@ -140,7 +140,10 @@ class RedisServer:
                 if command(self.port, "PING", timeout=1) == b"+PONG\r\n":
                     return
             except OSError:
-                pass
+                pass  # not listening yet
+            except RuntimeError as error:
+                if "LOADING" not in str(error):  # still reading its append-only file
+                    raise
             time.sleep(0.01)
         self.kill()
         raise RuntimeError(f"redis-server did not answer within {STARTUP_TIMEOUT} s:\n{self.log}")

@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -65,6 +66,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import coredis
 import trio
+from anyio.abc import SocketAttribute
 from coredis.commands.request import CommandRequest
 from coredis.connection import BaseConnection
 from coredis.exceptions import NoScriptError, RedisError
@@ -144,6 +146,19 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _unread(connection: BaseConnection) -> bool:
+    """Whether bytes from Redis wait in the kernel, not yet read by the connection."""
+    stream = connection.stream
+    raw = stream.extra(SocketAttribute.raw_socket, None) if stream is not None else None
+    if raw is None:
+        return False
+    try:
+        raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing there
+        return False
+    return True  # data, or EOF: either way the reader has news to act on
 
 
 class _Silent(Exception):
@@ -344,20 +359,30 @@ class RedisStore(CounterStore):
         return call.result
 
     async def _wait(self, call: _Call) -> None:
-        """Wait for the reply as long as Redis keeps sending; _Silent once it has
-        sent nothing for ``redis_timeout`` since the call was queued."""
+        """Wait for the reply as long as Redis keeps sending; _Silent once the
+        connection has had nothing from Redis for ``redis_timeout`` since the call
+        was queued."""
+        heard = call.queued_at
         while True:
-            heard = call.queued_at
-            if call.connection is not None:
-                heard = max(heard, call.connection.statistics.last_byte_received_at)
+            connection = call.connection
+            if connection is not None:
+                heard = max(heard, connection.statistics.last_byte_received_at)
             remaining = heard + self.timeout - time.perf_counter()
-            if remaining <= 0:
-                if call.connection is not None:
-                    call.connection.invalidate("redis sent nothing for a whole redis_timeout")
+            if remaining > 0:
+                with trio.move_on_after(remaining):
+                    await call.done.wait()
+                    return
+            elif connection is None:
+                # Not sent yet: the dispatcher sends it or, if connecting takes
+                # longer than redis_timeout, fails it.
+                heard = time.perf_counter()
+            elif _unread(connection):
+                # Redis has answered; this worker has not read it yet (a long
+                # scheduling round under load is not Redis' silence).
+                heard = time.perf_counter()
+            else:
+                connection.invalidate("redis sent nothing for a whole redis_timeout")
                 raise _Silent
-            with trio.move_on_after(remaining):
-                await call.done.wait()
-                return
 
     async def _dispatch(self, client: coredis.Redis[str], nursery: trio.Nursery) -> None:
         """Send what is queued as one batch, over and over; never raises for Redis."""
