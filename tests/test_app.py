@@ -67,12 +67,14 @@ REFUSALS = [
     ("GET", "/get", {"name": "nope"}, 404, "nope not found"),
     ("GET", "/inc", {"name": "nope"}, 404, "nope not found"),
     ("POST", "/inc", {"name": "nope"}, 404, "nope not found"),
-    ("GET", "/get", {"name": "a\nb"}, 400, "name must not contain control characters"),
-    ("GET", "/set", {"name": "a\x00", "val": "1"}, 400, "name must not contain control characters"),
+    ("GET", "/get", {"name": "a\nb"}, 400, "name must not contain control characters or line breaks"),
+    ("GET", "/set", {"name": "a\x00", "val": "1"}, 400, "name must not contain control characters or line breaks"),
+    ("GET", "/get", {"name": "a\u2028b"}, 400, "name must not contain control characters or line breaks"),
+    ("OPTIONS", "/get", {"name": "i"}, 405, "method OPTIONS not allowed here; use GET, HEAD"),
     ("GET", "/nothere", {}, 404, "not found: the endpoints are /get, /set and /inc"),
-    ("PUT", "/set", {"name": "i", "val": "1"}, 405, "method PUT not allowed here; use GET, HEAD, OPTIONS, POST"),
-    ("DELETE", "/inc", {"name": "i"}, 405, "method DELETE not allowed here; use GET, HEAD, OPTIONS, POST"),
-    ("POST", "/get", {"name": "i"}, 405, "method POST not allowed here; use GET, HEAD, OPTIONS"),
+    ("PUT", "/set", {"name": "i", "val": "1"}, 405, "method PUT not allowed here; use GET, HEAD, POST"),
+    ("DELETE", "/inc", {"name": "i"}, 405, "method DELETE not allowed here; use GET, HEAD, POST"),
+    ("POST", "/get", {"name": "i"}, 405, "method POST not allowed here; use GET, HEAD"),
 ]  # fmt: skip
 BAD_VALUES = [" 5", "5 ", "1_000", "\u0663", "1e3", "0x10", "1.0", "--1", "+", "five", "²"]
 OUT_OF_RANGE = [str(INT64_MAX + 1), str(INT64_MIN - 1), "9" * 20, "1" * 4000]
@@ -108,6 +110,16 @@ async def test_set_refuses_values_outside_int64(app, client, val: str) -> None: 
     before = await _snapshot(app, client)
     status, message = await call(client, "/set", query_string={"name": "i", "val": val})
     assert status == 400 and message.startswith("val must be within the signed 64-bit range")
+    assert await _snapshot(app, client) == before
+
+
+async def test_query_string_that_is_not_utf8_is_400_and_changes_nothing(app, client) -> None:  # type: ignore[no-untyped-def]
+    before = await _snapshot(app, client)
+    not_utf8 = {"query_string": b"name=i&val=5&x=\xff"}
+    assert await call(client, "/set", scope_base=not_utf8) == (
+        400,
+        "query string is not valid UTF-8",
+    )
     assert await _snapshot(app, client) == before
 
 

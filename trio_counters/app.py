@@ -57,7 +57,8 @@ BODY_TIMEOUT = 10
 
 # ASCII digits only: str.isdigit() and int() would also take "٣", "1_000" and " 7 ".
 _INTEGER = re.compile(r"[+-]?([0-9]+)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters and Unicode line breaks: either would split the one-line body.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class TextResponse(TrioResponse):
@@ -107,7 +108,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     registry = CollectorRegistry()
-    recorder = RequestRecorder(app.asgi_app, registry)
+    recorder = RequestRecorder(Utf8QueryOnly(app.asgi_app), registry)
     registry.register(StoreCollector(counters, recorder, inc_limiter))
     app.extensions["trio_counters"] = _AppState(settings, counters, inc_limiter)
     app.asgi_app = CompleteSends(recorder)  # type: ignore[method-assign]
@@ -134,13 +135,13 @@ def create_app(
         if len(request.query_string) > MAX_QUERY_BYTES:
             raise RequestURITooLarge(f"query string over {MAX_QUERY_BYTES} bytes")
 
-    @app.route("/get", methods=["GET"])
+    @app.route("/get", methods=["GET"], provide_automatic_options=False)
     async def get_counter() -> str:
         name = _name(request.args, settings.max_name_length)
         value = await ask(counters.get, name)
         return f"{name}: {value}\n"
 
-    @app.route("/set", methods=["GET", "POST"])
+    @app.route("/set", methods=["GET", "POST"], provide_automatic_options=False)
     async def set_counter() -> str:
         params = await _params()
         name = _name(params, settings.max_name_length)
@@ -148,7 +149,7 @@ def create_app(
         await ask(counters.set, name, value)
         return "ok\n"
 
-    @app.route("/inc", methods=["GET", "POST"])
+    @app.route("/inc", methods=["GET", "POST"], provide_automatic_options=False)
     async def inc_counter() -> str:
         name = _name(await _params(), settings.max_name_length)
         if inc_limiter is None:
@@ -158,14 +159,14 @@ def create_app(
                 await ask(counters.inc, name)
         return "ok\n"
 
-    @app.route("/stats", methods=["GET"])
+    @app.route("/stats", methods=["GET"], provide_automatic_options=False)
     async def stats() -> TextResponse:
         document = stats_document(counters, recorder, inc_limiter)
         return TextResponse(
             json.dumps(document, separators=(",", ":")) + "\n", content_type="application/json"
         )
 
-    @app.route("/metrics", methods=["GET"])
+    @app.route("/metrics", methods=["GET"], provide_automatic_options=False)
     async def metrics() -> TextResponse:
         return TextResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
@@ -194,6 +195,33 @@ def create_app(
         return response
 
     return app
+
+
+class Utf8QueryOnly:
+    """ASGI middleware: a query string that is not UTF-8 gets 400 here.
+
+    Quart's router decodes the raw query string before any handler or error
+    handler runs, so such a request (possible over HTTP/2, whose framing lets
+    any byte through) would otherwise end in a bare 500.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            try:
+                scope["query_string"].decode()
+            except UnicodeDecodeError:
+                body = b"query string is not valid UTF-8\n"
+                headers = [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 400, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 class _AppState:
@@ -233,7 +261,7 @@ def _name(params: MultiDict[str, str], max_length: int) -> str:
     if len(name) > max_length:
         raise BadRequest(f"name is {len(name)} characters long; the limit is {max_length}")
     if _CONTROL.search(name):
-        raise BadRequest("name must not contain control characters")
+        raise BadRequest("name must not contain control characters or line breaks")
     return name
 
 

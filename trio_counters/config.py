@@ -81,7 +81,7 @@ class Settings:
                 f"unknown store {self.store!r}: choose one of {', '.join(STRATEGIES)}"
             )
         for field, minimum in (
-            ("max_counters", 1),
+            ("max_counters", len(INITIAL_COUNTERS)),  # room for i and j
             ("max_name_length", 1),
             ("inc_concurrency", 0),
             ("channel_buffer", 0),
