@@ -103,7 +103,7 @@ def create_app(
     )
     inc_limiter = trio.CapacityLimiter(settings.inc_concurrency) if settings.inc_concurrency else None
 
-    app = QuartTrio("trio_counters")
+    app = QuartTrio("trio_counters", static_folder=None)  # the API serves no files
     app.response_class = TextResponse
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
