@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             stop(server)
 
     median: dict[tuple[str, int], float] = {}
+    median_cpu: dict[tuple[str, int], float] = {}
     for connections in args.concurrency:
         print(f"\nC={connections}")
         print(f"  {'row':<11} {'req/s (median)':>14}   {'runs':<26} {'CPU us/req':>10} {'errors':>6}")
@@ -281,25 +282,32 @@ def main(argv: list[str] | None = None) -> int:
             rps = statistics.median(s.rps for s in runs)
             median[(config.label, connections)] = rps
             cpu = statistics.median(s.cpu_us for s in runs)
+            median_cpu[(config.label, connections)] = cpu
             listed = " ".join(f"{s.rps:.0f}" for s in runs)
             errors = sum(s.errors for s in runs)
             print(f"  {config.label:<11} {rps:>14.0f}   {listed:<26} {cpu:>10.0f} {errors:>6}")
 
     default = f"ours/{DEFAULT_TRANSPORT}"
-    print("\nratios of median req/s")
+    print(
+        "\nratios A / B: of median req/s (what the targets are set on) and, in brackets, of"
+        "\nserver CPU per request, B's over A's (capacity; less disturbed by other load)"
+    )
     failures = 0
     for connections in args.concurrency:
 
-        def ratio(a: str, b: str) -> float:
-            return median[(a, connections)] / median[(b, connections)]
+        def ratio(a: str, b: str) -> tuple[float, float]:
+            return (
+                median[(a, connections)] / median[(b, connections)],
+                median_cpu[(b, connections)] / median_cpu[(a, connections)],
+            )
 
         lines = [
-            (f"ours/stock / plain", ratio("ours/stock", "plain"), None),
-            (f"ours/fast  / plain", ratio("ours/fast", "plain"), None),
-            (f"ours/fast  / ours/stock", ratio("ours/fast", "ours/stock"), None),
-            (f"bare/stock / plain", ratio("bare/stock", "plain"), None),
+            ("ours/stock / plain", ratio("ours/stock", "plain"), None),
+            ("ours/fast  / plain", ratio("ours/fast", "plain"), None),
+            ("ours/fast  / ours/stock", ratio("ours/fast", "ours/stock"), None),
+            ("bare/stock / plain", ratio("bare/stock", "plain"), None),
             (
-                f"bare/fast  / bare/stock",
+                "bare/fast  / bare/stock",
                 ratio("bare/fast", "bare/stock"),
                 TARGET_BARE_FAST_VS_STOCK,
             ),
@@ -309,14 +317,14 @@ def main(argv: list[str] | None = None) -> int:
                 0, (f"default ({default}) / plain", ratio(default, "plain"), TARGET_OURS_VS_PLAIN)
             )
         print(f"  C={connections}")
-        for name, value, target in lines:
+        for name, (value, capacity), target in lines:
             verdict = ""
             if target is not None:
                 met = value >= target
                 failures += not met
                 verdict = f"  target >= {target:g}: {'met' if met else 'MISSED'}"
-            print(f"    {name:<30} {value:5.2f}x{verdict}")
-    print(f"\ntotal {time.monotonic() - started:.0f} s")
+            print(f"    {name:<30} {value:5.2f}x  (CPU {capacity:4.2f}x){verdict}")
+    print(f"\ntargets missed: {failures}; total {time.monotonic() - started:.0f} s")
     return 0
 
 
