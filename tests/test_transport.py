@@ -300,26 +300,33 @@ async def test_read_timeout(kind: str, nursery: trio.Nursery) -> None:
 # --- shutdown -----------------------------------------------------------------
 
 
-async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
-    kind: str, nursery: trio.Nursery
-) -> None:
-    server = await serve(nursery, kind)
-    idle = await Raw.connect(server.port)
-    await idle.send(get("/inc?name=i"))
-    assert (await idle.response()).status == 200
-
-    busy = await Raw.connect(server.port)
-    body = b"name=i&val=41"
-    await busy.send(
+async def in_flight(port: int, body: bytes) -> Raw:
+    """A POST whose body the app is waiting for: the 100 Continue says it got that far."""
+    raw = await Raw.connect(port)
+    await raw.send(
         b"POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
-    # The interim answer says the request has reached the app, which now waits
-    # for its body: it is in flight when the signal comes.
     with trio.fail_after(PATIENCE):
-        assert (await busy.response()).status == 100
+        assert (await raw.response()).status == 100
+    return raw
+
+
+async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
+    kind: str, nursery: trio.Nursery
+) -> None:
+    graceful = 2.0
+    server = await serve(nursery, kind, "--graceful-timeout", f"{graceful:g}")
+    idle = await Raw.connect(server.port)
+    await idle.send(get("/inc?name=i"))
+    assert (await idle.response()).status == 200
+    body = b"name=i&val=41"
+    busy = await in_flight(server.port, body)
+    stuck = await in_flight(server.port, body)  # its body never comes
+
     server.process.send_signal(signal.SIGTERM)
+    signalled = trio.current_time()
     # Shutdown has begun once the idle connection is closed...
     await closes_within(idle, PATIENCE)
     # ...and the request in flight still completes, then its connection closes.
@@ -328,7 +335,10 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits_0(
         response = await busy.response()
     assert (response.status, response.body) == (200, b"ok\n")
     await closes_within(busy, PATIENCE)
+    # The stuck one is given up at the graceful timeout, and the process exits.
+    await closes_within(stuck, graceful + PATIENCE)
     assert await server.wait(PATIENCE) == 0, server.log
+    assert trio.current_time() - signalled < graceful + PATIENCE
 
 
 # --- h2c ----------------------------------------------------------------------
