@@ -323,7 +323,7 @@ class Books:
     statuses: Counter[int] = dataclasses.field(default_factory=Counter)
     misbehaving: Counter[str] = dataclasses.field(default_factory=Counter)
     unexpected: Counter[str] = dataclasses.field(default_factory=Counter)
-    examples: dict[str, str] = dataclasses.field(default_factory=dict)
+    examples: dict[str, list[str]] = dataclasses.field(default_factory=lambda: collections.defaultdict(list))
     acknowledged: Counter[str] = dataclasses.field(default_factory=Counter)
     might_have_counted: Counter[str] = dataclasses.field(default_factory=Counter)
     models: dict[str, int | None] = dataclasses.field(default_factory=dict)
@@ -331,7 +331,8 @@ class Books:
 
     def error(self, kind: str, detail: str) -> None:
         self.unexpected[kind] += 1
-        self.examples.setdefault(kind, detail)
+        if len(self.examples[kind]) < 3:
+            self.examples[kind].append(detail)
 
     def sending_inc(self, name: str) -> None:
         """A whole /inc is about to go out: from here it might count."""
@@ -354,14 +355,22 @@ class KeepAliveClient:
         self.port = port
         self.stream: trio.SocketStream | None = None
         self.buffer = bytearray()
+        #: Where the current request is, for reporting one that never ends.
+        self.phase = ""
+        self.served = 0  # requests answered on the current connection
 
     async def request(self, data: bytes) -> Response:
         if self.stream is None:
+            self.phase = "connecting"
             self.stream = await trio.open_tcp_stream(HOST, self.port)
             self.buffer = bytearray()
+            self.served = 0
         try:
+            self.phase = f"sending request {self.served + 1} of a keep-alive connection"
             await self.stream.send_all(data)
+            self.phase = f"awaiting the answer to request {self.served + 1} of a keep-alive connection"
             response = await read_response(self.stream, self.buffer)
+            self.served += 1
         except BaseException:
             await self.aclose()
             raise
@@ -376,13 +385,19 @@ class KeepAliveClient:
                 await stream.aclose()
 
 
-async def close_mode_request(port: int, data: bytes) -> Response:
-    """A request on a connection of its own, which the server must then close."""
+async def close_mode_request(port: int, data: bytes, phase: list[str] | None = None) -> Response:
+    """A request on a connection of its own, which the server must then close.
+    ``phase[0]`` says where it is, for reporting one that never ends."""
+    phase = phase if phase is not None else [""]
+    phase[0] = "connecting (close mode)"
     stream = await trio.open_tcp_stream(HOST, port)
     async with stream:
+        phase[0] = "sending (close mode)"
         await stream.send_all(data)
         buffer = bytearray()
+        phase[0] = "awaiting the answer (close mode)"
         response = await read_response(stream, buffer)
+        phase[0] = "answered, awaiting the server's close (close mode)"
         rest = await until_closed(stream)
     if buffer or rest:
         raise Closed(f"bytes after the response: {bytes(buffer + rest)[:60]!r}")
@@ -403,12 +418,19 @@ class WellBehaved:
         self.connection = KeepAliveClient(port)
 
     async def _send(self, data: bytes) -> Response:
-        with trio.fail_after(REQUEST_TIMEOUT):
-            if self.close_mode:
-                response = await close_mode_request(self.port, data)
-                self.books.close_mode += 1
-            else:
-                response = await self.connection.request(data)
+        phase = [""]
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                if self.close_mode:
+                    response = await close_mode_request(self.port, data, phase)
+                    self.books.close_mode += 1
+                else:
+                    response = await self.connection.request(data)
+        except trio.TooSlowError:
+            where = phase[0] if self.close_mode else self.connection.phase
+            line = data.split(b"\r\n", 1)[0].decode()
+            self.books.error("well-behaved request timed out", f"{line!r}: {where} after {REQUEST_TIMEOUT:g} s")
+            raise
         self.books.requests += 1
         if response.status != 200:
             self.books.statuses[response.status] += 1
@@ -485,7 +507,7 @@ class WellBehaved:
                 try:
                     await self.one()
                 except trio.TooSlowError:
-                    self.books.error("well-behaved request timed out", f">{REQUEST_TIMEOUT} s")
+                    pass  # booked by _send
                 except (*_TRANSPORT_ERRORS, Closed) as error:
                     self.books.error("well-behaved connection broke", repr(error))
         finally:
@@ -829,7 +851,7 @@ async def soak(args: argparse.Namespace) -> int:
         print(f"  {kind}: {count}{extra}")
     print(f"unexpected errors: {sum(books.unexpected.values())}")
     for kind, count in sorted(books.unexpected.items()):
-        print(f"  {kind}: {count}, e.g. {books.examples[kind]}")
+        print(f"  {kind}: {count}, e.g. " + "; ".join(books.examples[kind]))
         problems.append(f"{count} x {kind}")
 
     exact = sum(1 for name in SHARED if finals[name] == books.acknowledged[name])
