@@ -50,7 +50,9 @@ STATUS_FOR: dict[type[StoreError], int] = {
 #: A POST form only ever needs ``name`` and ``val``; anything larger is refused (413).
 MAX_BODY_BYTES = 4096
 #: The same bound for the query string; anything longer is refused (414). Hypercorn
-#: itself refuses a request line plus headers over 16 KiB (``h11_max_incomplete_size``).
+#: refuses a request head still unfinished after 16 KiB (``h11_max_incomplete_size``),
+#: but a complete head of up to 64 KiB that arrives in one read gets through, so the
+#: query string is bounded here.
 MAX_QUERY_BYTES = 4096
 #: Seconds a client may take to send a POST body before it gets 408.
 BODY_TIMEOUT = 10
