@@ -402,8 +402,11 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
                             break
                     else:
                         await trio.lowlevel.wait_readable(sock)
-                    # A close while waiting raises ClosedResourceError above, so
-                    # fd is still this socket's.
+                    # Closed after the wake-up but before this task ran (by a
+                    # Closed event, say), fd may already belong to a connection
+                    # accepted since: check again, with no await in between.
+                    if sock.fileno() != fd:
+                        break
                     try:
                         data = os.read(fd, MAX_RECV)
                     except BlockingIOError:
