@@ -10,6 +10,7 @@ without the close fix); the rest are unit tests of the version pin.
 from __future__ import annotations
 
 import signal
+import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -530,3 +531,55 @@ def test_the_setting_selects_the_transport(fresh_install_state: None) -> None:
         assert transport.active() == transport.DEFAULT_TRANSPORT
     with pytest.raises(ConfigError, match="TRIO_COUNTERS_TRANSPORT"):
         transport.install_from_environ({"TRIO_COUNTERS_TRANSPORT": "fastest"})
+
+
+async def test_connections_closed_by_the_server_never_take_a_new_ones_data(
+    kind: str, nursery: trio.Nursery
+) -> None:
+    """Closes and new connections interleaved: each new one is answered.
+
+    A closed socket's file descriptor number is reused by the next accepted
+    connection at once, so a reader that woke for the old connection must not
+    read through the number after its socket was closed: the new connection's
+    request would vanish, and the client wait until the idle timeout.
+    """
+    server = await serve(nursery, kind, "--keep-alive", "30")
+    answered = 0
+
+    async def closing() -> None:
+        # Refused before its body is read (413), so hypercorn closes the
+        # connection from the app's task, while the body still streams in and
+        # keeps waking the reading task.
+        raw = await Raw.connect(server.port)
+        await raw.send(
+            b"POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 1000000\r\n\r\n"
+        )
+        with trio.move_on_after(PATIENCE):
+            try:
+                while True:
+                    await raw.send(b"x" * 1000)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await closes_within(raw, PATIENCE)
+        assert bytes(raw.buffer).startswith(b"HTTP/1.1 413")
+        await raw.aclose()
+
+    async def fresh() -> None:
+        nonlocal answered
+        raw = await Raw.connect(server.port)
+        await raw.send(get("/inc?name=i"))
+        with trio.fail_after(PATIENCE):
+            assert (await raw.response()).body == b"ok\n"
+        answered += 1
+        await raw.aclose()
+
+    rounds, width = 40, 10
+    for _ in range(rounds):
+        async with trio.open_nursery() as clients:
+            for _ in range(width):
+                clients.start_soon(closing)
+                clients.start_soon(fresh)
+    assert answered == rounds * width
+    assert await value_of(server.port, "i") == f"i: {rounds * width}\n".encode()
