@@ -160,6 +160,13 @@ async def test_query_string_over_the_limit_is_414_and_changes_nothing(app, clien
     assert await _snapshot(app, client) == ((200, "i: 0"), (200, "j: 0"), 2)
 
 
+async def test_headers_over_the_limit_are_431_and_change_nothing(app, client) -> None:  # type: ignore[no-untyped-def]
+    padding = {"X-Padding": "p" * (16 * 1024)}
+    status, message = await call(client, "/set?name=big&val=5", headers=padding)
+    assert (status, message) == (431, "request headers over 16384 bytes")
+    assert await _snapshot(app, client) == ((200, "i: 0"), (200, "j: 0"), 2)
+
+
 async def test_counter_limit_refuses_new_names_and_keeps_existing_working(strategy: str) -> None:
     app = create_app(store=strategy, max_counters=3)
     async with app.test_app():

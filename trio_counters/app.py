@@ -22,6 +22,7 @@ from werkzeug.exceptions import (
     HTTPException,
     MethodNotAllowed,
     NotFound,
+    RequestHeaderFieldsTooLarge,
     RequestURITooLarge,
 )
 
@@ -37,7 +38,14 @@ from .errors import (
 )
 from .stores import INT64_MAX, INT64_MIN, CounterStore, make_store
 
-__all__ = ["create_app", "STATUS_FOR", "MAX_BODY_BYTES", "MAX_QUERY_BYTES", "BODY_TIMEOUT"]
+__all__ = [
+    "create_app",
+    "STATUS_FOR",
+    "MAX_BODY_BYTES",
+    "MAX_QUERY_BYTES",
+    "MAX_HEADER_BYTES",
+    "BODY_TIMEOUT",
+]
 
 #: The HTTP status of every store error, in one place.
 STATUS_FOR: dict[type[StoreError], int] = {
@@ -49,11 +57,12 @@ STATUS_FOR: dict[type[StoreError], int] = {
 
 #: A POST form only ever needs ``name`` and ``val``; anything larger is refused (413).
 MAX_BODY_BYTES = 4096
-#: The same bound for the query string; anything longer is refused (414). Hypercorn
-#: refuses a request head still unfinished after 16 KiB (``h11_max_incomplete_size``),
-#: but a complete head of up to 64 KiB that arrives in one read gets through, so the
-#: query string is bounded here.
+#: The same bound for the query string; anything longer is refused (414).
 MAX_QUERY_BYTES = 4096
+#: Header names and values together, as hypercorn means to bound them: it refuses a
+#: head still unfinished after 16 KiB (``h11_max_incomplete_size``), but a complete
+#: head of up to 64 KiB that arrives in one read gets through; refused here (431).
+MAX_HEADER_BYTES = 16 * 1024
 #: Seconds a client may take to send a POST body before it gets 408.
 BODY_TIMEOUT = 10
 
@@ -133,9 +142,12 @@ def create_app(
         )
 
     @app.before_request
-    async def refuse_long_queries() -> None:
+    async def refuse_oversized_requests() -> None:
         if len(request.query_string) > MAX_QUERY_BYTES:
             raise RequestURITooLarge(f"query string over {MAX_QUERY_BYTES} bytes")
+        header_bytes = sum(len(name) + len(value) for name, value in request.headers.items())
+        if header_bytes > MAX_HEADER_BYTES:
+            raise RequestHeaderFieldsTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
 
     @app.route("/get", methods=["GET"], provide_automatic_options=False)
     async def get_counter() -> str:
