@@ -235,3 +235,23 @@ async def test_channel_store_answers_503_once_serving_has_ended() -> None:
         assert await call(client, "/inc?name=i") == (200, "ok")
     with trio.fail_after(5):
         assert await call(client, "/inc?name=i") == (503, "the counter manager has stopped")
+
+
+async def test_waiting_for_the_inc_limiter_counts_against_the_store_timeout(autojump_clock) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(store="lock", inc_concurrency=1, store_timeout=2)
+    async with app.test_app():
+        client = app.test_client()
+        answered_at: list[float] = []
+
+        async def inc() -> None:
+            response = await client.get("/inc?name=i")
+            assert response.status_code == 503
+            answered_at.append(trio.current_time())
+
+        start = trio.current_time()
+        async with store_of(app)._lock:  # the table is held: one /inc holds the limiter, one waits
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(inc)
+                nursery.start_soon(inc)
+        assert [t - start for t in answered_at] == [pytest.approx(2), pytest.approx(2)]
+        assert await call(client, "/get?name=i") == (200, "i: 0")

@@ -163,14 +163,17 @@ def create_app(
         await ask(counters.set, name, value)
         return "ok\n"
 
+    async def limited_inc(name: str) -> None:
+        if inc_limiter is None:
+            await counters.inc(name)
+        else:
+            async with inc_limiter:
+                await counters.inc(name)
+
     @app.route("/inc", methods=["GET", "POST"], provide_automatic_options=False)
     async def inc_counter() -> str:
         name = _name(await _params(), settings.max_name_length)
-        if inc_limiter is None:
-            await ask(counters.inc, name)
-        else:
-            async with inc_limiter:
-                await ask(counters.inc, name)
+        await ask(limited_inc, name)  # the wait for the limiter counts against the timeout too
         return "ok\n"
 
     @app.route("/stats", methods=["GET"], provide_automatic_options=False)
