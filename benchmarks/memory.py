@@ -46,6 +46,7 @@ from benchmarks.soak import (  # noqa: E402
     HOST,
     KeepAliveClient,
     http_request,
+    only_interrupts,
     read_response,
     rss_kib,
     running_server,
@@ -196,17 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(trio.run(measure_in_process if args.in_process else measure_server, args))
     except BaseException as error:  # Ctrl-C: the server is already stopped by now
-        if _only_interrupts(error):
+        if only_interrupts(error):
             print("interrupted", file=sys.stderr)
             return 130
         raise
-
-
-def _only_interrupts(error: BaseException) -> bool:
-    if isinstance(error, BaseExceptionGroup):
-        _, rest = error.split(KeyboardInterrupt)
-        return rest is None
-    return isinstance(error, KeyboardInterrupt)
 
 
 if __name__ == "__main__":

@@ -928,13 +928,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return trio.run(soak, args)
     except BaseException as error:  # Ctrl-C: the server is already stopped by now
-        if _only_interrupts(error):
+        if only_interrupts(error):
             print("interrupted", file=sys.stderr)
             return 130
         raise
 
 
-def _only_interrupts(error: BaseException) -> bool:
+def only_interrupts(error: BaseException) -> bool:
+    """Whether ``error`` is Ctrl-C alone (a KeyboardInterrupt, or a group of only those)."""
     if isinstance(error, BaseExceptionGroup):
         _, rest = error.split(KeyboardInterrupt)
         return rest is None
