@@ -118,6 +118,9 @@ def create_app(
     app.response_class = TextResponse
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
+    # No automatic OPTIONS answers (an empty body): OPTIONS is a 405 like any
+    # method a route does not take. Read as each route below is added.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     registry = CollectorRegistry()
     recorder = RequestRecorder(Utf8QueryOnly(app.asgi_app), registry)
     registry.register(StoreCollector(counters, recorder, inc_limiter))
@@ -149,13 +152,13 @@ def create_app(
         if header_bytes > MAX_HEADER_BYTES:
             raise RequestHeaderFieldsTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
 
-    @app.route("/get", methods=["GET"], provide_automatic_options=False)
+    @app.route("/get", methods=["GET"])
     async def get_counter() -> str:
         name = _name(request.args, settings.max_name_length)
         value = await ask(counters.get, name)
         return f"{name}: {value}\n"
 
-    @app.route("/set", methods=["GET", "POST"], provide_automatic_options=False)
+    @app.route("/set", methods=["GET", "POST"])
     async def set_counter() -> str:
         params = await _params()
         name = _name(params, settings.max_name_length)
@@ -170,20 +173,20 @@ def create_app(
             async with inc_limiter:
                 await counters.inc(name)
 
-    @app.route("/inc", methods=["GET", "POST"], provide_automatic_options=False)
+    @app.route("/inc", methods=["GET", "POST"])
     async def inc_counter() -> str:
         name = _name(await _params(), settings.max_name_length)
         await ask(limited_inc, name)  # the wait for the limiter counts against the timeout too
         return "ok\n"
 
-    @app.route("/stats", methods=["GET"], provide_automatic_options=False)
+    @app.route("/stats", methods=["GET"])
     async def stats() -> TextResponse:
         document = stats_document(counters, recorder, inc_limiter)
         return TextResponse(
             json.dumps(document, separators=(",", ":")) + "\n", content_type="application/json"
         )
 
-    @app.route("/metrics", methods=["GET"], provide_automatic_options=False)
+    @app.route("/metrics", methods=["GET"])
     async def metrics() -> TextResponse:
         return TextResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
