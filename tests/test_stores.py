@@ -231,6 +231,46 @@ async def test_channel_manager_applies_once_and_skips_a_requester_that_left() ->
         store.close()
 
 
+class _StepCounter(trio.abc.Instrument):
+    """Counts the scheduling steps of one task."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_channel_manager_applies_every_waiting_command_in_one_turn() -> None:
+    """Under load the manager must not take one command per scheduling round (each
+    receive() is a checkpoint): it applies all the commands already waiting before
+    it yields, so 200 queued increments cost it a step or two, not 200."""
+    store = ChannelStore(max_counters=10, initial=("i",))  # rendezvous: senders wait on it
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(store.inc, "i")
+        await trio.testing.wait_all_tasks_blocked()  # 200 senders waiting, no manager yet
+        manager = await nursery.start(_serve_reporting_task, store)
+        steps = _StepCounter(manager)
+        trio.lowlevel.add_instrument(steps)
+        try:
+            await trio.testing.wait_all_tasks_blocked()  # all answered, manager idle
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert store._table.get("i") == 200
+        assert steps.steps <= 3
+        store.close()
+
+
+async def _serve_reporting_task(
+    store: ChannelStore, *, task_status: trio.TaskStatus[trio.lowlevel.Task]
+) -> None:
+    task_status.started(trio.lowlevel.current_task())
+    await store.serve()
+
+
 async def _inc_in_scope(store: CounterStore, scope: trio.CancelScope) -> None:
     with scope:
         await store.inc("i")

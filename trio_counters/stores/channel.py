@@ -10,6 +10,11 @@ trio way. No lock: mutual exclusion comes from the table having one owner.
   manager answers with ``send_nowait``: it never waits on a requester, and a
   requester that has gone away (client disconnected, request cancelled) is
   skipped, not waited for.
+- The manager applies every command already waiting before it yields, and a
+  requester whose command is taken at once waits only for its answer: each
+  ``receive()`` and ``send()`` is a checkpoint, and one command per scheduling
+  round made the manager the server's bottleneck under 200 clients (channel
+  at 0.81-0.93x the unguarded naive store's req/s; about 1.0x with this).
 - A requester cancelled before its command is taken changes nothing; cancelled
   after, the command is applied once and the answer dropped. Nothing is applied
   twice.
@@ -70,10 +75,7 @@ class ChannelStore(CounterStore):
                 while True:
                     try:
                         async for command in self._inbox:
-                            # Closed on the way out, whatever happens: a requester
-                            # whose command broke the manager gets 503, not a hang.
-                            with command.reply:
-                                self._handle(command)
+                            self._apply_waiting(command)
                         return  # closed and drained: serving is over
                     except Exception:
                         self._restarts += 1
@@ -91,6 +93,27 @@ class ChannelStore(CounterStore):
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
 
+    def _apply_waiting(self, command: _Command) -> None:
+        """Apply ``command``, then every command already waiting, in this one turn.
+
+        Each ``receive()`` is a checkpoint, and a checkpoint ends the manager's
+        turn: taking one command per ``receive()`` would apply one command per
+        scheduling round, however many handlers were waiting, and the manager
+        would become the server's bottleneck under load. The commands already
+        queued are taken with ``receive_nowait()``, which never yields; the
+        turn ends when the queue is empty, so it is bounded by the requests in
+        flight.
+        """
+        while True:
+            # Closed on the way out, whatever happens: a requester whose command
+            # broke the manager gets 503, not a hang.
+            with command.reply:
+                self._handle(command)
+            try:
+                command = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+
     def _handle(self, command: _Command) -> None:
         # The table's methods never await, so each command is applied whole
         # before the manager looks at the next one. A refusal (or any error of
@@ -106,10 +129,20 @@ class ChannelStore(CounterStore):
         self._commands.close()
 
     async def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
+        # Cancelled already: raise here, before anything is asked of the manager.
+        await trio.lowlevel.checkpoint_if_cancelled()
         reply, answer = trio.open_memory_channel[outcome.Outcome[Any]](1)
+        command = _Command(operation, args, reply)
         with answer:
             try:
-                await self._commands.send(_Command(operation, args, reply))
+                try:
+                    # Taken at once if the manager is waiting (or the buffer has
+                    # room), without the yield that send() adds: the wait for the
+                    # answer below is this call's checkpoint, so one yield per
+                    # call instead of two.
+                    self._commands.send_nowait(command)
+                except trio.WouldBlock:
+                    await self._commands.send(command)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise StoreUnavailable(_STOPPED) from None
             try:
