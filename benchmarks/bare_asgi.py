@@ -1,9 +1,17 @@
-"""A bare ASGI counter app: bench.py's ceiling row, the same API with no Quart.
+"""Bare ASGI counter apps: the same API with no Quart, as reference ceilings.
 
-``hypercorn --worker-class trio benchmarks/bare_asgi.py:app`` serves it. It is
-guarded exactly like the ``lock`` strategy (read, ``await trio.sleep(0)``,
-write, all under one ``trio.Lock``), so the gap between this row and ``lock``
-is what Quart and quart-trio cost per request, not a difference in the work.
+Two entry points, one code path:
+
+* ``app`` -- bench.py's ceiling row (``hypercorn --worker-class trio
+  benchmarks/bare_asgi.py:app``). Guarded exactly like the ``lock`` strategy
+  (read, ``await trio.sleep(0)``, write, all under one ``trio.Lock``), so the gap
+  between this row and ``lock`` is what Quart and quart-trio cost per request,
+  not a difference in the work.
+* ``unguarded_app`` -- the thinnest honest counter, benchmarks/transport.py's
+  ceiling for the transport itself: read and write with no ``await`` between
+  them, which trio makes atomic without a lock. Under 200 clients the lock
+  above serializes its checkpoint (one holder per scheduling round), which
+  costs the same on either transport and would blur what the transport costs.
 
 It speaks the same API: ``/set?name=N&val=V``, ``/get?name=N``, ``/inc?name=N``
 (GET, and POST for /set and /inc with the parameters in the query string or an
@@ -60,32 +68,48 @@ def _one(params: dict[str, list[str]], key: str) -> str:
     return values[0]
 
 
-async def _handle(path: str, method: str, params: dict[str, list[str]]) -> str:
+def _read(path: str, method: str, params: dict[str, list[str]]) -> tuple[str, int]:
+    """Check the request and read what the write needs: the counter, or the value to set."""
     allowed = {"/get": ("GET",), "/set": ("GET", "POST"), "/inc": ("GET", "POST")}
     if path not in allowed:
         raise _Answer(404, "not found: the endpoints are /get, /set and /inc")
     if method not in allowed[path]:
         raise _Answer(405, f"method {method} not allowed here")
     name = _one(params, "name")
-    async with lock:  # the lock strategy's guard, step for step
-        if path == "/set":
-            raw = _one(params, "val")
-            value = int(raw) if _INTEGER.fullmatch(raw) else None
-            if value is None or not INT64_MIN <= value <= INT64_MAX:
-                raise _Answer(400, "val must be a signed 64-bit integer")
-            await trio.sleep(0)
-            counters[name] = value
-            return "ok"
-        if name not in counters:
-            raise _Answer(404, f"{name} not found")
-        value = counters[name]  # read
-        await trio.sleep(0)  # the race window, closed by the lock
-        if path == "/get":
-            return f"{name}: {value}"
-        if value >= INT64_MAX:
-            raise _Answer(409, f"{name} would overflow int64")
-        counters[name] = value + 1  # write
+    if path == "/set":
+        raw = _one(params, "val")
+        value = int(raw) if _INTEGER.fullmatch(raw) else None
+        if value is None or not INT64_MIN <= value <= INT64_MAX:
+            raise _Answer(400, "val must be a signed 64-bit integer")
+        return name, value
+    if name not in counters:
+        raise _Answer(404, f"{name} not found")
+    return name, counters[name]
+
+
+def _write(path: str, name: str, value: int) -> str:
+    """Finish the request from what :func:`_read` returned; the answer's text."""
+    if path == "/set":
+        counters[name] = value
         return "ok"
+    if path == "/get":
+        return f"{name}: {value}"
+    if value >= INT64_MAX:
+        raise _Answer(409, f"{name} would overflow int64")
+    counters[name] = value + 1
+    return "ok"
+
+
+async def _guarded(path: str, method: str, params: dict[str, list[str]]) -> str:
+    async with lock:  # the lock strategy's guard, step for step
+        name, value = _read(path, method, params)
+        await trio.sleep(0)  # the race window, closed by the lock
+        return _write(path, name, value)
+
+
+async def _unguarded(path: str, method: str, params: dict[str, list[str]]) -> str:
+    # No await between read and write: atomic in trio, no lock needed.
+    return _write(path, *_read(path, method, params))
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -98,26 +122,33 @@ async def _lifespan(receive: Any, send: Any) -> None:
             return
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The ASGI entry point."""
-    if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
-        return
-    if scope["type"] != "http":
-        return
-    try:
-        status, text = 200, await _handle(scope["path"], scope["method"], await _params(scope, receive))
-    except _Answer as answer:
-        status, text = answer.status, answer.text
-    body = (text + "\n").encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+def _asgi(handle: Any) -> Any:
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            status, text = 200, await handle(scope["path"], scope["method"], await _params(scope, receive))
+        except _Answer as answer:
+            status, text = answer.status, answer.text
+        body = (text + "\n").encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    return asgi_app
+
+
+#: The ASGI entry points (see the module docstring).
+app = _asgi(_guarded)
+unguarded_app = _asgi(_unguarded)

@@ -3,9 +3,10 @@
 ``hypercorn --worker-class trio benchmarks/plain_quart.py:app`` serves it.
 benchmarks/transport.py measures trio_counters against it: the same
 ``/inc?name=N`` request, answered by a dict update and ``return "ok"`` -- no
-input checks, no store, no lock, no error mapping, no close fix. (It races under
-load, which is the point of trio_counters; as a speed baseline it is the floor
-of what a QuartTrio handler costs.)
+input checks, no store, no lock, no error mapping, no close fix. (It does not
+race: there is no ``await`` between its read and its write, so trio runs the
+update whole. As a speed baseline it is the floor of what a QuartTrio handler
+costs.)
 """
 
 from __future__ import annotations

@@ -577,3 +577,33 @@ async def test_a_silent_server_times_out_and_is_stopped() -> None:
     with trio.fail_after(10), pytest.raises(ServerError, match="did not report its address within 0.3 s"):
         async with running_server(command, startup_timeout=0.3):
             pytest.fail("it never listened")  # pragma: no cover
+
+
+async def _call_asgi(app, query: str, path: str = "/inc") -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """One GET through a bare ASGI app, in process; (status, body)."""
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode()}
+    await app(scope, receive, send)
+    return int(sent[0]["status"]), bytes(sent[1]["body"]).decode()  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("entry", ["app", "unguarded_app"])
+async def test_bare_apps_count_every_concurrent_increment_and_refuse_bad_input(entry: str) -> None:
+    from benchmarks import bare_asgi
+
+    app = getattr(bare_asgi, entry)
+    assert await _call_asgi(app, "name=k&val=0", "/set") == (200, "ok\n")
+    async with trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(_call_asgi, app, "name=k")
+    assert await _call_asgi(app, "name=k", "/get") == (200, "k: 200\n")
+    assert (await _call_asgi(app, "name=missing"))[0] == 404
+    assert (await _call_asgi(app, "name=k&val=x", "/set"))[0] == 400
+    assert await _call_asgi(app, "name=k", "/get") == (200, "k: 200\n")  # refusals changed nothing
