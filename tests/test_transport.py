@@ -30,6 +30,7 @@ from quart_trio import QuartTrio
 
 from hypercorn_process import Server, run_hypercorn
 from trio_counters import transport
+from trio_counters.connection import CompleteSends
 from trio_counters.config import ConfigError
 from trio_counters.transport import FastTCPServer, TransportFallbackWarning
 
@@ -476,6 +477,31 @@ async def test_fast_transport_closes_even_without_the_close_fix(
     await idle.send(get("/"))
     assert (await idle.response()).body == b"ok"
     await closes_within(idle, keep_alive + PATIENCE)
+
+
+async def test_close_fix_shields_sends_on_the_stock_transport_and_steps_aside_on_fast(
+    kind: str, restore_tcp_server: Callable[[str], type], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CompleteSends lets a send run to its end despite a cancellation -- the stock
+    transport needs that -- and hands the app hypercorn's send as is on the fast one."""
+    monkeypatch.setattr(run_module, "TCPServer", restore_tcp_server(kind))
+    seen: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        await trio.sleep(0)  # hypercorn's send has checkpoints inside
+        seen.append(message["type"])
+
+    async def app(scope: dict[str, Any], receive: Any, app_send: Any) -> None:
+        seen.append("same send" if app_send is send else "wrapped send")
+        with trio.CancelScope() as cancelled:
+            cancelled.cancel()  # as quart-trio's http.disconnect does mid-send
+            await app_send({"type": "http.response.body"})
+
+    await CompleteSends(app)({"type": "http"}, None, send)
+    if kind == "stock":
+        assert seen == ["wrapped send", "http.response.body"]
+    else:
+        assert seen == ["same send"]
 
 
 # --- the version pin and the setting ------------------------------------------

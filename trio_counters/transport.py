@@ -47,8 +47,8 @@ Two behaviours improve on the way. The close that a ``Closed`` event asks for
 no longer yields to quart-trio in the middle of the app's last ``send()``: so
 the quart-trio/hypercorn close defect that :mod:`trio_counters.connection` works
 around does not occur on this transport even without that fix (the tests serve
-a plain QuartTrio app to prove it). ``CompleteSends`` stays -- the stock
-transport needs it -- and the two are compatible. And when the client has gone
+a plain QuartTrio app to prove it). ``CompleteSends`` stays for the stock
+transport and passes ``send`` through untouched on this one. And when the client has gone
 or the read timed out, the connection's tasks end at once: hypercorn's timer
 task kept a dead connection's task alive, and a half-sent request's socket
 open, until ``keep_alive_timeout``, whatever ``read_timeout`` said.
