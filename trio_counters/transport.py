@@ -23,13 +23,18 @@ not in trio and not in the app:
   task, lock or nursery per request. Shutdown behaves as before: an idle
   connection closes as soon as the worker is told to stop; a busy one finishes
   its response first (and then closes, as hypercorn's protocols decide).
-* **Coalesced writes.** Raw bytes go to a per-connection buffer instead of the
-  socket, and are written in order by one writer at a time: at the end of every
-  response (``Updated(idle=True)``, ``Closed``), as soon as 64 KiB are waiting,
-  and otherwise by a flusher task that runs as soon as the sending task yields
-  to trio -- so nothing is held while the app awaits (a streamed body, a
-  ``100 Continue`` sent before the app reads the body, h2's frames). Empty
-  writes are dropped. A plain response is one write instead of three.
+* **Coalesced writes.** The bytes one HTTP/1.x ``send()`` of the app produces
+  (a response's head, body and end, usually) go to a per-connection buffer and
+  are written once, when that ``send()`` returns -- or sooner: at the end of the
+  response (``Updated(idle=True)``, ``Closed``) or once 64 KiB are waiting. Such
+  a ``send()`` never waits on anything but the socket, so nothing is held while
+  the app awaits (a streamed body goes out chunk by chunk). All other bytes --
+  h2's frames, websockets, a ``100 Continue``, the protocol's own error answers
+  -- are written at once, after whatever is buffered: one writer at a time, in
+  order. Empty writes are dropped. A plain response is one write instead of
+  three, with no extra task: an earlier version woke a flusher task for every
+  response, and that one wake-up cost about a quarter of the worker's CPU per
+  request at C=10.
 * **Direct socket I/O.** On a plain TCP socket a write is one ``os.write`` on
   the socket's fd, with no cancel scope and no yield when the kernel takes it
   all (a response nearly always fits); only a partial write waits, shielded as
@@ -153,8 +158,13 @@ class _TaskGroup(TaskGroup):  # type: ignore[misc,valid-type]
     hypercorn gives each request's app task a memory channel and puts
     ``http.request`` / ``http.disconnect`` into it with ``await send()``, which
     always yields to trio. Here a put that fits goes in with ``send_nowait``;
-    only a full channel (``max_app_queue_size``) waits, as before.
+    only a full channel (``max_app_queue_size``) waits, as before. The app's
+    ``send`` goes through ``wrap_send``, the connection's write coalescing.
     """
+
+    def __init__(self, wrap_send: Any) -> None:
+        super().__init__()
+        self._wrap_send = wrap_send
 
     async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any) -> Any:
         put_channel, get_channel = trio.open_memory_channel[Any](config.max_app_queue_size)
@@ -164,7 +174,7 @@ class _TaskGroup(TaskGroup):  # type: ignore[misc,valid-type]
             config,
             scope,
             get_channel.receive,
-            send,
+            self._wrap_send(scope, send),
             trio.to_thread.run_sync,
             trio.from_thread.run,
         )
@@ -184,17 +194,15 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
 
     def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
         super().__init__(app, config, context, state, stream)
-        # Coalesced writes: chunks waiting for one send_all, written in order by
+        # Coalesced writes: chunks waiting for one write, written in order by
         # one writer at a time.
         self._out: list[bytes] = []
         self._out_size = 0
         self._writing = False
         self._write_done = trio.lowlevel.ParkingLot()
-        self._flusher_lot = trio.lowlevel.ParkingLot()
-        self._flusher_parked = False
-        # Until the background tasks run (and once reading has ended) senders
-        # write themselves.
-        self._direct = True
+        # The tasks inside an HTTP/1.x send() of the app: their bytes wait in
+        # the buffer until that send() returns.
+        self._in_send: set[trio.lowlevel.Task] = set()
         # The idle deadline: entered by the watchdog task, moved by protocol_send.
         self._idle_scope = trio.CancelScope()
         self._busy = False
@@ -205,7 +213,7 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
 
     async def run(self) -> None:
         # As hypercorn's run(), with the idle timer task replaced by the
-        # watchdog and flusher, both ended when reading ends.
+        # watchdog, which ends when reading ends.
         try:
             try:
                 with trio.fail_after(self.config.ssl_handshake_timeout):
@@ -224,7 +232,7 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
             client = parse_socket_addr(socket.family, socket.getpeername())
             server = parse_socket_addr(socket.family, socket.getsockname())
 
-            async with _TaskGroup() as task_group:
+            async with _TaskGroup(self._coalesce) as task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
                     self.app,
@@ -241,18 +249,10 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
                 await self.protocol.initiate()
                 self._idle_scope.deadline = trio.current_time() + self.config.keep_alive_timeout
                 task_group.spawn(self._watch_idle)
-                task_group.spawn(self._flush_when_yielded)
-                self._direct = False
                 try:
                     await self._read_data()
                 finally:
-                    # From now on senders write themselves; the flusher writes
-                    # what is left and ends (no cancel: nothing is dropped).
-                    self._direct = True
                     self._stop_watchdog.cancel()
-                    if self._flusher_parked:
-                        self._flusher_parked = False
-                        self._flusher_lot.unpark()
         except OSError:
             pass
         finally:
@@ -263,11 +263,11 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
             if event.data:
                 self._out.append(event.data)
                 self._out_size += len(event.data)
-                if self._direct or self._out_size >= HIGH_WATER:
+                if (
+                    self._out_size >= HIGH_WATER
+                    or trio.lowlevel.current_task() not in self._in_send
+                ):
                     await self._flush()
-                elif self._flusher_parked:
-                    self._flusher_parked = False
-                    self._flusher_lot.unpark()
         elif isinstance(event, Updated):
             self._busy = not event.idle
             if event.idle:
@@ -318,15 +318,28 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
                 self._out_size = 0
                 await self.protocol.handle(Closed())
 
-    async def _flush_when_yielded(self) -> None:
-        """Write what senders left in the buffer once they yield to trio."""
-        while not self._direct:
-            if self._out:
-                await self._flush()
-            else:
-                self._flusher_parked = True
-                await self._flusher_lot.park()
-        await self._flush()
+    def _coalesce(self, scope: dict[str, Any], send: Any) -> Any:
+        """The app's ``send`` for one request: an HTTP/1.x one writes once, when it returns.
+
+        Only HTTP/1.x: there a ``send()`` waits on nothing but the socket, so
+        holding its bytes until it returns holds them for no time at all. An h2
+        ``send()`` can wait for the peer's flow control, which must not find our
+        bytes still buffered; it, and websockets, write at once.
+        """
+        if scope.get("type") != "http" or scope.get("http_version") not in ("1.0", "1.1"):
+            return send
+        in_send = self._in_send
+
+        async def send_coalesced(message: dict[str, Any]) -> None:
+            task = trio.lowlevel.current_task()
+            in_send.add(task)
+            try:
+                await send(message)
+            finally:
+                in_send.discard(task)
+                await self._flush()  # at once when nothing is buffered
+
+        return send_coalesced
 
     async def _watch_idle(self) -> None:
         """Close the connection when its idle deadline passes, or at shutdown when idle."""
