@@ -1,12 +1,13 @@
 """What correctness costs: lock and channel against the unguarded naive store.
 
 ``python benchmarks/correctness_cost.py`` starts the real server for each
-strategy (as bench.py does) and, at C=10 and C=200 keep-alive clients, measures
-req/s of ``/inc`` for naive, lock and channel, three rounds each, interleaved and
-rotated so the machine's drift falls on every strategy alike. It prints each
-round's ratios to naive and their medians. naive does the same read, checkpoint
-and write as lock with no guard at all, so lock / naive is the price of the lock
-alone, and channel / naive the price of the manager round trip.
+strategy (as bench.py does), all three side by side, and at C=10 and C=200
+keep-alive clients measures req/s of ``/inc`` on each in turn, ``--rounds``
+times, rotating the order, so the machine's drift falls on every strategy
+alike. It prints each round's ratios to naive and their medians. naive does the
+same read, checkpoint and write as lock with no guard at all, so lock / naive
+is the price of the lock alone, and channel / naive the price of the manager
+round trip.
 
 Targets (issue 6): lock >= 0.95 x naive and channel >= 0.90 x naive, at both
 concurrencies. Loopback only; about two minutes on a 2-core machine.
@@ -15,6 +16,7 @@ concurrencies. Loopback only; about two minutes on a 2-core machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 from pathlib import Path
@@ -23,53 +25,56 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.client import run_load, set_counter  # noqa: E402
+from benchmarks.client import Target, run_load  # noqa: E402
 from benchmarks.server import running_server, strategy_server  # noqa: E402
 
 STRATEGIES = ("naive", "lock", "channel")
 TARGETS = {"lock": 0.95, "channel": 0.90}
 
 
-async def rate(strategy: str, *, requests: int, concurrency: int, warmup: int) -> float:
-    """Successful req/s of /inc for one strategy on a freshly started server."""
-    command, env = strategy_server(strategy)
-    async with running_server(command, env=env) as target:
-        await run_load(target, requests=warmup, concurrency=concurrency)
-        await set_counter(target, "i", 0)
-        stats = await run_load(target, requests=requests, concurrency=concurrency)
+async def rate(target: Target, *, requests: int, concurrency: int) -> float:
+    """Successful req/s of /inc on a running server."""
+    stats = await run_load(target, requests=requests, concurrency=concurrency)
     if stats.failed:
-        raise SystemExit(f"{strategy}: {stats.failed} requests failed: {stats.failures}")
+        raise SystemExit(f"{target}: {stats.failed} requests failed: {stats.failures}")
     return stats.succeeded / stats.elapsed()
 
 
 async def main(args: argparse.Namespace) -> int:
     shortfall = False
-    for concurrency in args.concurrency:
-        ratios: dict[str, list[float]] = {"lock": [], "channel": []}
-        print(f"C={concurrency}, {args.requests} keep-alive requests per run")
-        for round_number in range(args.rounds):
-            order = STRATEGIES[round_number % 3 :] + STRATEGIES[: round_number % 3]
-            rates = {}
-            for strategy in order:
-                rates[strategy] = await rate(
-                    strategy, requests=args.requests, concurrency=concurrency, warmup=args.warmup
+    async with contextlib.AsyncExitStack() as stack:
+        targets = {}
+        for strategy in STRATEGIES:
+            command, env = strategy_server(strategy)
+            targets[strategy] = await stack.enter_async_context(running_server(command, env=env))
+        for concurrency in args.concurrency:
+            for target in targets.values():  # warm up: imports, connections, caches
+                await run_load(target, requests=args.warmup, concurrency=concurrency)
+            ratios: dict[str, list[float]] = {"lock": [], "channel": []}
+            print(f"C={concurrency}, {args.requests} keep-alive requests per strategy and round")
+            for round_number in range(args.rounds):
+                shift = round_number % len(STRATEGIES)
+                rates = {}
+                for strategy in STRATEGIES[shift:] + STRATEGIES[:shift]:
+                    rates[strategy] = await rate(
+                        targets[strategy], requests=args.requests, concurrency=concurrency
+                    )
+                for strategy in ratios:
+                    ratios[strategy].append(rates[strategy] / rates["naive"])
+                print(
+                    f"  round {round_number + 1}: "
+                    + "  ".join(f"{s} {rates[s]:7.0f} req/s" for s in STRATEGIES)
+                    + "  |  "
+                    + "  ".join(f"{s}/naive {ratios[s][-1]:.2f}" for s in ratios)
                 )
-            for strategy in ratios:
-                ratios[strategy].append(rates[strategy] / rates["naive"])
-            print(
-                f"  round {round_number + 1}: "
-                + "  ".join(f"{s} {rates[s]:7.0f} req/s" for s in STRATEGIES)
-                + "  |  "
-                + "  ".join(f"{s}/naive {ratios[s][-1]:.2f}" for s in ratios)
-            )
-        for strategy, values in ratios.items():
-            median = statistics.median(values)
-            met = median >= TARGETS[strategy]
-            shortfall |= not met
-            print(
-                f"  median {strategy}/naive = {median:.2f} "
-                f"(target >= {TARGETS[strategy]:.2f}: {'met' if met else 'NOT met'})"
-            )
+            for strategy, values in ratios.items():
+                median = statistics.median(values)
+                met = median >= TARGETS[strategy]
+                shortfall |= not met
+                print(
+                    f"  median {strategy}/naive = {median:.2f} "
+                    f"(target >= {TARGETS[strategy]:.2f}: {'met' if met else 'NOT met'})"
+                )
     return 1 if shortfall else 0
 
 
@@ -77,7 +82,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("-n", "--requests", type=int, default=3000, help="measured requests per run (default 3000)")
     parser.add_argument("--warmup", type=int, default=500, help="requests before measuring (default 500)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per concurrency (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per concurrency (default 5)")
     parser.add_argument(
         "-c", "--concurrency", type=int, nargs="+", default=[10, 200], help="client counts (default 10 200)"
     )

@@ -126,7 +126,7 @@ def summarise(
     )
 
 
-_COLUMNS = ("strategy", "requests", "failed", "final", "lost", "req/s", "p50 ms", "p99 ms", "max ms")
+_COLUMNS = ("strategy", "requests", "failed", "final", "lost", "req/s", "x naive", "p50 ms", "p99 ms", "max ms")
 
 
 def _cell(value: float | int | None, digits: int = 0) -> str:
@@ -138,7 +138,10 @@ def _cell(value: float | int | None, digits: int = 0) -> str:
 def format_table(rows: Sequence[Row], *, note: str = "") -> str:
     """The human table: one line per row, numbers right-aligned, notes underneath."""
     cells = [list(_COLUMNS)]
+    naive = next((row.req_per_s for row in rows if row.strategy == "naive"), None)
     for row in rows:
+        # What each guard costs, read off the same run: req/s over the unguarded naive store's.
+        relative = row.req_per_s / naive if naive and row.req_per_s is not None else None
         label = row.strategy + ("*" if row.reference else "") + (" (stopped)" if row.interrupted else "")
         lat = row.latencies_ms
         cells.append(
@@ -149,6 +152,7 @@ def format_table(rows: Sequence[Row], *, note: str = "") -> str:
                 _cell(row.final),
                 _cell(row.lost),
                 _cell(row.req_per_s),
+                _cell(relative, 2),
                 _cell(lat.get("p50"), 1),
                 _cell(lat.get("p99"), 1),
                 _cell(lat.get("max"), 1),

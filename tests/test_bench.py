@@ -367,13 +367,23 @@ def sample_rows() -> list[Row]:
     return [naive, lock, bare]
 
 
+def test_table_shows_each_rate_against_naive_only_when_naive_ran() -> None:
+    naive, lock, bare = sample_rows()
+    lock.elapsed_s *= 2  # half naive's rate
+    assert format_table([naive, lock, bare]).splitlines()[3].split()[6] == "0.50"
+    without_naive = format_table([lock, bare]).splitlines()
+    assert [line.split()[6] for line in without_naive[2:4]] == ["-", "-"]
+
+
 def test_table_has_one_aligned_line_per_row_and_explains_itself() -> None:
     text = format_table(sample_rows(), note="the note")
     lines = text.splitlines()
-    assert lines[0].split() == ["strategy", "requests", "failed", "final", "lost", "req/s", "p50", "ms", "p99", "ms", "max", "ms"]
-    assert lines[2].split() == ["naive", "1,000", "0", "212", "788", "500", "2.0", "2.0", "2.0"]
-    assert lines[3].split() == ["lock", "1,000", "2", "998", "0", "499", "4.0", "4.0", "4.0"]
-    assert lines[4].split()[0] == "bare*"
+    assert lines[0].split() == [
+        "strategy", "requests", "failed", "final", "lost", "req/s", "x", "naive", "p50", "ms", "p99", "ms", "max", "ms"
+    ]  # fmt: skip
+    assert lines[2].split() == ["naive", "1,000", "0", "212", "788", "500", "1.00", "2.0", "2.0", "2.0"]
+    assert lines[3].split() == ["lock", "1,000", "2", "998", "0", "499", "1.00", "4.0", "4.0", "4.0"]
+    assert lines[4].split()[:7] == ["bare*", "1,000", "0", "1,000", "0", "500", "1.00"]
     assert len({len(line) for line in lines[:5]}) == 1  # columns line up
     assert any(line.startswith("* reference ceiling") for line in lines)
     assert "lock failures: 2 status" in lines
@@ -398,7 +408,7 @@ def test_table_marks_interrupted_rows_and_unknown_values() -> None:
     row = summarise("lock", make_stats([]), planned=10, initial=0, final=None, interrupted=True, error="final count unknown: x")
     text = format_table([row])
     assert "lock (stopped)" in text and "lock: final count unknown: x" in text
-    assert text.splitlines()[2].split() == ["lock", "(stopped)", "0", "0", "-", "-", "0", "-", "-", "-"]
+    assert text.splitlines()[2].split() == ["lock", "(stopped)", "0", "0", "-", "-", "0", "-", "-", "-", "-"]
 
 
 def test_json_document_has_every_documented_field() -> None:
