@@ -450,6 +450,36 @@ async def test_streamed_body_is_not_held_while_the_app_waits(
     await raw.aclose()
 
 
+async def test_response_head_is_not_held_while_the_app_waits_before_its_body(
+    kind: str, nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
+) -> None:
+    """The fast transport writes a head together with the body that follows it; an
+    app that awaits between the two must still see its head reach the client."""
+    head_seen = trio.Event()
+
+    async def slow_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-length", b"4")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await head_seen.wait()  # only the client can end this wait
+        await send({"type": "http.response.body", "body": b"body"})
+
+    port = await serve_in_process(nursery, slow_body, restore_tcp_server(kind))
+    raw = await Raw.connect(port)
+    for _ in range(2):  # and again on the same connection, after a response
+        head_seen = trio.Event()
+        await raw.send(get("/"))
+        with trio.fail_after(PATIENCE):
+            await raw.until(b"\r\n\r\n")
+            head_seen.set()
+            assert (await raw.response()).body == b"body"
+    await raw.aclose()
+
+
 async def test_fast_transport_closes_even_without_the_close_fix(
     nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
 ) -> None:

@@ -28,13 +28,17 @@ not in trio and not in the app:
   are written once, when that ``send()`` returns -- or sooner: at the end of the
   response (``Updated(idle=True)``, ``Closed``) or once 64 KiB are waiting. Such
   a ``send()`` never waits on anything but the socket, so nothing is held while
-  the app awaits (a streamed body goes out chunk by chunk). All other bytes --
+  the app awaits (a streamed body goes out chunk by chunk). The one exception
+  is the head (``http.response.start``): the body nearly always follows without
+  a yield, so the head waits for it -- unless the app yields first, in which
+  case a deadline already past wakes a per-connection task at the next
+  scheduling round to write the head alone. All other bytes --
   h2's frames, websockets, a ``100 Continue``, the protocol's own error answers
   -- are written at once, after whatever is buffered: one writer at a time, in
   order. Empty writes are dropped. A plain response is one write instead of
-  three, with no extra task: an earlier version woke a flusher task for every
-  response, and that one wake-up cost about a quarter of the worker's CPU per
-  request at C=10.
+  three, with no task woken for it: an earlier version woke a flusher task for
+  every response, and that one wake-up cost about a quarter of the worker's CPU
+  per request at C=10 on a bare ASGI app.
 * **Direct socket I/O.** On a plain TCP socket a write is one ``os.write`` on
   the socket's fd, with no cancel scope and no yield when the kernel takes it
   all (a response nearly always fits); only a partial write waits, shielded as
@@ -203,6 +207,13 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
         # The tasks inside an HTTP/1.x send() of the app: their bytes wait in
         # the buffer until that send() returns.
         self._in_send: set[trio.lowlevel.Task] = set()
+        # A response head held after its send() for the body, which nearly
+        # always follows without a yield and is written with it. A deadline in
+        # the past on this scope wakes _write_held at the next scheduling round
+        # if the head is still waiting then (the app yielded in between).
+        self._held = trio.CancelScope()
+        self._holding = False
+        self._reading = False
         # The idle deadline: entered by the watchdog task, moved by protocol_send.
         self._idle_scope = trio.CancelScope()
         self._busy = False
@@ -249,10 +260,14 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
                 await self.protocol.initiate()
                 self._idle_scope.deadline = trio.current_time() + self.config.keep_alive_timeout
                 task_group.spawn(self._watch_idle)
+                self._reading = True
+                task_group.spawn(self._write_held)
                 try:
                     await self._read_data()
                 finally:
                     self._stop_watchdog.cancel()
+                    self._reading = False  # from now on nothing is held
+                    self._held.cancel()
         except OSError:
             pass
         finally:
@@ -293,7 +308,10 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
             await self.protocol.handle(Closed())
 
     async def _flush(self) -> None:
-        """Write everything buffered, in order, one ``send_all`` per turn."""
+        """Write everything buffered, in order, one write per turn."""
+        if self._holding:
+            self._holding = False
+            self._held.deadline = inf
         while self._out:
             if self._writing:
                 # The writer loops until the buffer is empty; wait for it.
@@ -330,16 +348,32 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
             return send
         in_send = self._in_send
 
-        async def send_coalesced(message: dict[str, Any]) -> None:
+        async def send_coalesced(message: dict[str, Any] | None) -> None:
             task = trio.lowlevel.current_task()
             in_send.add(task)
             try:
                 await send(message)
             finally:
                 in_send.discard(task)
-                await self._flush()  # at once when nothing is buffered
+                if self._out and self._reading and _is_head(message):
+                    self._hold()
+                else:
+                    await self._flush()  # at once when nothing is buffered
 
         return send_coalesced
+
+    def _hold(self) -> None:
+        """Leave the buffered head for the body's write, or for _write_held."""
+        self._holding = True
+        self._held.deadline = -inf
+
+    async def _write_held(self) -> None:
+        """Write a response head whose task yielded to trio before sending the body."""
+        while self._reading:
+            with self._held:
+                await trio.sleep_forever()
+            self._held = trio.CancelScope()
+            await self._flush()
 
     async def _watch_idle(self) -> None:
         """Close the connection when its idle deadline passes, or at shutdown when idle."""
@@ -432,6 +466,10 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+
+def _is_head(message: dict[str, Any] | None) -> bool:
+    return message is not None and message.get("type") == "http.response.start"
 
 
 # What the subclass relies on, by name: checked before it is installed.
