@@ -38,6 +38,8 @@ __all__ = [
     "server_command",
     "strategy_server",
     "running_server",
+    "worker_pid",
+    "cpu_seconds",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,3 +190,35 @@ async def _startup_failure(
     else:
         message = f"the server did not report its address within {startup_timeout:g} s"
     return ServerError(f"{message}: {' '.join(command)}", process.returncode, list(log.lines))
+
+
+def worker_pid(target: Target) -> int | None:
+    """The pid of the hypercorn worker serving ``target`` (Linux), or None if not found.
+
+    Both hypercorn's parent and its worker hold the listening socket; the worker
+    is the holder whose parent holds it too.
+    """
+    inodes = set()
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == target.port:
+                inodes.add(f"socket:[{fields[9]}]")
+    except OSError:
+        return None
+    holders: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                holders[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+    return next((pid for pid, parent in holders.items() if parent in holders), None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

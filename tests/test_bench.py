@@ -37,7 +37,7 @@ from benchmarks.client import (  # noqa: E402
     run_load,
     set_counter,
 )
-from benchmarks.server import ServerError, running_server  # noqa: E402
+from benchmarks.server import ServerError, cpu_seconds, running_server, worker_pid  # noqa: E402
 from benchmarks.stats import Row, format_table, lost_updates, percentile, summarise, to_json  # noqa: E402
 
 
@@ -563,6 +563,29 @@ async def test_running_server_finds_the_port_and_always_stops_it(ignore_term: bo
         async with running_server(command, stop_timeout=0.5) as target:
             assert target.host == "127.0.0.1" and not refuses(target)
         assert refuses(target)  # stopped: by SIGTERM, or by SIGKILL after the wait
+
+
+async def test_worker_pid_finds_the_child_that_shares_the_listening_socket(tmp_path: Path) -> None:
+    pid_file = tmp_path / "worker.pid"
+    command = python(f"""
+        import os, socket, time
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        child = os.fork()
+        if child == 0:  # the worker: holds the socket, as hypercorn's does
+            time.sleep(60)
+            os._exit(0)
+        open({str(pid_file)!r}, "w").write(str(child))
+        print("[INFO] Running on http://127.0.0.1:%d (CTRL + C to quit)" % sock.getsockname()[1], flush=True)
+        while True:
+            time.sleep(1)
+    """)
+    with trio.fail_after(10):
+        async with running_server(command, stop_timeout=0.5) as target:
+            worker = int(pid_file.read_text())
+            assert worker_pid(target) == worker
+            assert cpu_seconds(worker) >= 0
 
 
 async def test_a_server_that_exits_reports_its_code_and_log_tail() -> None:
