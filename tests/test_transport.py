@@ -417,6 +417,13 @@ async def serve_in_process(
     return int(binds[0].rsplit(":", 1)[1])
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol for the bare test apps below: nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
 @pytest.fixture
 def restore_tcp_server(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], type]:
     monkeypatch.setattr(run_module, "TCPServer", run_module.TCPServer)
@@ -430,9 +437,7 @@ async def test_streamed_body_is_not_held_while_the_app_waits(
 
     async def streaming(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"first", "more_body": True})
@@ -459,9 +464,7 @@ async def test_response_head_is_not_held_while_the_app_waits_before_its_body(
 
     async def slow_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         headers = [(b"content-length", b"4")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
