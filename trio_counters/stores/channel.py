@@ -14,7 +14,7 @@ trio way. No lock: mutual exclusion comes from the table having one owner.
   requester whose command is taken at once waits only for its answer: each
   ``receive()`` and ``send()`` is a checkpoint, and one command per scheduling
   round made the manager the server's bottleneck under 200 clients (channel
-  at 0.81-0.93x the unguarded naive store's req/s; about 1.0x with this).
+  at 0.81-0.93x the unguarded naive store's req/s; 0.93-1.02x with this).
 - A requester cancelled before its command is taken changes nothing; cancelled
   after, the command is applied once and the answer dropped. Nothing is applied
   twice.
