@@ -5,6 +5,11 @@ is still there (it stands for a real store's I/O), so the lock is the only
 difference from :mod:`trio_counters.stores.naive`: while one task is between its
 read and its write, every other task waits at ``async with self._lock``.
 ``trio.Lock`` is fair (first come, first served), so no request starves.
+
+That wait is the lock's price under load: held across a checkpoint, it lets one
+holder through per scheduling round, so 200 queued increments take 400 rounds
+where naive's take two (README, "What correctness costs", has the figures). A
+critical section with no ``await`` needs no lock at all in trio.
 """
 
 from __future__ import annotations
