@@ -11,7 +11,8 @@ is the price of the lock alone, and channel / naive the price of the manager
 round trip.
 
 Targets (issue 6): lock >= 0.95 x naive and channel >= 0.90 x naive, at both
-concurrencies. Loopback only; about two minutes on a 2-core machine.
+concurrencies; it exits 1 if one is missed. Loopback only; about two minutes on
+a 2-core machine.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ REFUSALS = [
     ("GET", "/set", {"name": "a\x00", "val": "1"}, 400, "name must not contain control characters or line breaks"),
     ("GET", "/get", {"name": "a\u2028b"}, 400, "name must not contain control characters or line breaks"),
     ("OPTIONS", "/get", {"name": "i"}, 405, "method OPTIONS not allowed here; use GET, HEAD"),
-    ("GET", "/nothere", {}, 404, "not found: the endpoints are /get, /set and /inc"),
+    ("GET", "/nothere", {}, 404, "not found: the endpoints are /get, /set, /inc, /stats and /metrics"),
     ("PUT", "/set", {"name": "i", "val": "1"}, 405, "method PUT not allowed here; use GET, HEAD, POST"),
     ("DELETE", "/inc", {"name": "i"}, 405, "method DELETE not allowed here; use GET, HEAD, POST"),
     ("POST", "/get", {"name": "i"}, 405, "method POST not allowed here; use GET, HEAD"),

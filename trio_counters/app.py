@@ -201,7 +201,7 @@ def create_app(
     async def http_error(error: HTTPException) -> TextResponse:
         status = error.code or 500
         if isinstance(error, NotFound):
-            message = "not found: the endpoints are /get, /set and /inc"
+            message = "not found: the endpoints are /get, /set, /inc, /stats and /metrics"
         elif isinstance(error, MethodNotAllowed):
             allowed = ", ".join(sorted(error.valid_methods or ()))
             message = f"method {request.method} not allowed here; use {allowed}"
