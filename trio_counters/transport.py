@@ -342,7 +342,8 @@ class FastTCPServer(_StockTCPServer):  # type: ignore[misc,valid-type]
         Only HTTP/1.x: there a ``send()`` waits on nothing but the socket, so
         holding its bytes until it returns holds them for no time at all. An h2
         ``send()`` can wait for the peer's flow control, which must not find our
-        bytes still buffered; it, and websockets, write at once.
+        bytes still buffered; it, and websockets, write at once. A response head
+        is held a little longer, for its body: see :meth:`_hold`.
         """
         if scope.get("type") != "http" or scope.get("http_version") not in ("1.0", "1.1"):
             return send
