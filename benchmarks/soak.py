@@ -57,6 +57,10 @@ from pathlib import Path
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.server import cpu_seconds  # noqa: E402
+
 HOST = "127.0.0.1"
 
 #: The app's own limits (trio_counters/app.py), repeated so this script can run
@@ -761,13 +765,6 @@ async def read_back(port: int, names: list[str]) -> dict[str, int | None]:
     finally:
         await client.aclose()
     return values
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mib(kib: int) -> str:

@@ -59,6 +59,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.server import cpu_seconds  # noqa: E402
+
 HERE = Path(__file__).resolve()
 BACKLOG = 1024  # hypercorn's default of 100 drops connects when 200 clients start at once
 STARTUP_TIMEOUT = 30.0
@@ -187,11 +191,6 @@ def stop(server: Server) -> None:
     server.process.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Sample:
     rps: float
@@ -255,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT))
     from trio_counters.transport import DEFAULT_TRANSPORT
 
     print(f"machine: {machine()}")
