@@ -125,6 +125,18 @@ def get(target: str, *extra: str, version: str = "1.1") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def post_set_head(length: int, *extra: str) -> bytes:
+    """The head of a form POST to /set announcing ``length`` body bytes; the body is the caller's."""
+    lines = [
+        "POST /set HTTP/1.1",
+        "Host: 127.0.0.1",
+        *extra,
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {length}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def value_of(port: int, name: str) -> bytes:
     raw = await Raw.connect(port)
     await raw.send(get(f"/get?name={name}"))
@@ -158,11 +170,7 @@ async def test_keep_alive_reuses_one_connection(kind: str, nursery: trio.Nursery
         # Expect: 100-continue: the interim answer must come while the app
         # waits for the body -- nothing may be held back then.
         body = b"name=i&val=7"
-        await raw.send(
-            b"POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)
-        )
+        await raw.send(post_set_head(len(body), "Expect: 100-continue"))
         assert (await raw.response()).status == 100
         await raw.send(body)
         assert (await raw.response()).body == b"ok\n"
@@ -273,11 +281,7 @@ async def test_read_timeout(kind: str, nursery: trio.Nursery) -> None:
 
     async def half_body() -> None:
         raw = await Raw.connect(server.port)
-        await raw.send(
-            b"POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: 20\r\n\r\nname="
-        )
+        await raw.send(post_set_head(20) + b"name=")
         waited = await closes_within(raw, keep_alive / 2)
         assert waited >= read_timeout * 0.9
 
@@ -305,11 +309,7 @@ async def test_read_timeout(kind: str, nursery: trio.Nursery) -> None:
 async def in_flight(port: int, body: bytes) -> Raw:
     """A POST whose body the app is waiting for: the 100 Continue says it got that far."""
     raw = await Raw.connect(port)
-    await raw.send(
-        b"POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    )
+    await raw.send(post_set_head(len(body), "Expect: 100-continue"))
     with trio.fail_after(PATIENCE):
         assert (await raw.response()).status == 100
     return raw
@@ -610,11 +610,7 @@ async def test_connections_closed_by_the_server_never_take_a_new_ones_data(
         # connection from the app's task, while the body still streams in and
         # keeps waking the reading task.
         raw = await Raw.connect(server.port)
-        await raw.send(
-            b"POST /set HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: 1000000\r\n\r\n"
-        )
+        await raw.send(post_set_head(1_000_000))
         with trio.move_on_after(PATIENCE):
             try:
                 while True:
