@@ -9,7 +9,7 @@ from trio_counters import create_app
 from trio_counters.config import STRATEGIES
 
 from hypercorn_process import Server, run_hypercorn
-from redis_process import RedisServer
+from trio_counters.testing.redis import RedisServer
 
 #: The strategies that must never lose an update.
 SAFE_STRATEGIES = tuple(strategy for strategy in STRATEGIES if strategy != "naive")

