@@ -1,4 +1,4 @@
-"""The trio transport (trio_counters/transport.py): every behaviour, on both transports.
+"""The trio transport (trio_counters/transport/): every behaviour, on both transports.
 
 Most tests start the real ``hypercorn --worker-class trio trio_counters:app`` with
 ``TRIO_COUNTERS_TRANSPORT`` set to ``stock`` or ``fast`` and talk to it over raw

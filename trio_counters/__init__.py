@@ -32,7 +32,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 # hypercorn's trio worker serves connections with the transport named by
-# TRIO_COUNTERS_TRANSPORT (fast or stock); see trio_counters/transport.py.
+# TRIO_COUNTERS_TRANSPORT (fast or stock); see trio_counters/transport/.
 _install_transport()
 
 #: The app hypercorn serves by default, configured from the environment.
