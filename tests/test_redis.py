@@ -33,7 +33,7 @@ from trio_counters.testing.redis import RedisServer, free_port
 from trio_counters import create_app
 from trio_counters.config import DEFAULT_REDIS_URL, ConfigError, Settings
 from trio_counters.errors import StoreUnavailable, TooManyCounters
-from trio_counters.stores import make_store
+from trio_counters.stores import RedisGuardStatistics, make_store
 from trio_counters.stores.redis import RECONNECT_INTERVAL, RedisStore, redact
 
 #: Bounds for a loaded 2-core machine; a pass never waits for them.
@@ -109,8 +109,11 @@ async def test_two_stores_on_one_redis_count_exactly_and_share_the_limit(redis_u
         assert (len(created), len(refused)) == (8, 32)
         await first.get("i")
         assert first.statistics().counters == 10
+        assert first.statistics().guard == RedisGuardStatistics(connected=True, unavailable=0, queued=0)
         first.close()
         second.close()
+    # Closed: no longer connected; nothing was refused, nothing is left queued.
+    assert first.statistics().guard == RedisGuardStatistics(connected=False, unavailable=0, queued=0)
 
 
 async def test_a_restarted_server_never_resets_a_count(redis_url: str) -> None:

@@ -14,7 +14,15 @@ import trio.testing
 
 from trio_counters.config import Settings
 from trio_counters.errors import CounterNotFound, CounterOverflow, StoreUnavailable, TooManyCounters
-from trio_counters.stores import INT64_MAX, INT64_MIN, ChannelStore, CounterStore, make_store
+from trio_counters.stores import (
+    INT64_MAX,
+    INT64_MIN,
+    ChannelGuardStatistics,
+    ChannelStore,
+    CounterStore,
+    LockGuardStatistics,
+    make_store,
+)
 
 from conftest import SAFE_STRATEGIES
 
@@ -279,7 +287,9 @@ async def _inc_in_scope(store: CounterStore, scope: trio.CancelScope) -> None:
 @pytest.mark.parametrize("strategy", ["naive"])
 async def test_naive_store_counts_exactly_what_it_lost(store: CounterStore) -> None:
     await _inc_together(store, 100)  # 100 acknowledged, the value moved by 1
-    race = store.statistics().race
+    stats = store.statistics()
+    assert stats.guard is None  # nothing guards the naive store
+    race = stats.race
     assert race is not None and race.lost_updates == 99 and race.worst == (("i", 99),)
     await _inc_together(store, 10)  # 10 more, moved by 1 again
     assert store.statistics().race.lost_updates == 99 + 9
@@ -318,13 +328,13 @@ async def test_safe_strategies_have_no_race_statistics(store: CounterStore) -> N
 
 @pytest.mark.parametrize("strategy", ["lock"])
 async def test_lock_statistics_show_the_lock_and_its_queue(store: CounterStore) -> None:
-    assert store.statistics().guard == {"lock": {"locked": False, "tasks_waiting": 0}}
+    assert store.statistics().guard == LockGuardStatistics(locked=False, tasks_waiting=0)
     async with trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(store.inc, "i")
         await trio.sleep(0)
         await trio.sleep(0)  # the first holds the lock at its checkpoint, two wait
-        assert store.statistics().guard == {"lock": {"locked": True, "tasks_waiting": 2}}
+        assert store.statistics().guard == LockGuardStatistics(locked=True, tasks_waiting=2)
 
 
 async def test_channel_statistics_show_the_command_channel() -> None:
@@ -333,20 +343,34 @@ async def test_channel_statistics_show_the_command_channel() -> None:
         for _ in range(6):
             nursery.start_soon(store.inc, "i")
         await trio.testing.wait_all_tasks_blocked()  # no manager yet: 4 queued, 2 blocked
-        assert store.statistics().guard["channel"] == {
-            "buffer_used": 4,
-            "buffer_size": 4,
-            "tasks_waiting_send": 2,
-            "tasks_waiting_receive": 0,
-            "manager_running": True,
-            "manager_restarts": 0,
-        }
+        assert store.statistics().guard == ChannelGuardStatistics(
+            buffer_used=4,
+            buffer_size=4,
+            tasks_waiting_send=2,
+            tasks_waiting_receive=0,
+            manager_running=True,
+            manager_restarts=0,
+        )
         await nursery.start(store.serve)
         await trio.testing.wait_all_tasks_blocked()
-        assert store.statistics().guard["channel"]["tasks_waiting_receive"] == 1  # the idle manager
+        assert store.statistics().guard == ChannelGuardStatistics(
+            buffer_used=0,
+            buffer_size=4,
+            tasks_waiting_send=0,
+            tasks_waiting_receive=1,  # the idle manager
+            manager_running=True,
+            manager_restarts=0,
+        )
         store.close()
     assert await _value(store) == 6
-    assert store.statistics().guard["channel"]["manager_running"] is False
+    assert store.statistics().guard == ChannelGuardStatistics(
+        buffer_used=0,
+        buffer_size=4,
+        tasks_waiting_send=0,
+        tasks_waiting_receive=0,
+        manager_running=False,
+        manager_restarts=0,
+    )
 
 
 async def _value(store: ChannelStore) -> int:
@@ -389,6 +413,13 @@ async def test_a_failing_manager_is_logged_restarted_and_keeps_the_table(
         "the counter manager failed while handling this request; it may or may not have been applied"
     ])
     assert store._table.get("i") == 4
-    assert store.statistics().guard["channel"]["manager_restarts"] == 1
+    assert store.statistics().guard == ChannelGuardStatistics(
+        buffer_used=0,
+        buffer_size=10,
+        tasks_waiting_send=0,
+        tasks_waiting_receive=0,
+        manager_running=False,
+        manager_restarts=1,
+    )
     [record] = [r for r in caplog.records if "manager failed" in r.getMessage()]
     assert record.levelname == "ERROR" and "injected manager failure" in record.exc_text

@@ -10,6 +10,7 @@ reads them at scrape time, so nothing is counted twice.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import http
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .stores import CounterStore
+from .stores import CounterStore, StoreStatistics
 
 __all__ = ["ENDPOINTS", "RequestRecorder", "StoreCollector", "stats_document"]
 
@@ -109,6 +110,13 @@ def _limiter_fields(limiter: trio.CapacityLimiter | None) -> dict[str, int] | No
     }
 
 
+def _guard_fields(stats: StoreStatistics) -> dict[str, dict[str, int | bool]]:
+    """The guard's statistics under its name, like ``{"lock": {"locked": ...}}``; empty without one."""
+    if stats.guard is None:
+        return {}
+    return {stats.guard.name: dataclasses.asdict(stats.guard)}
+
+
 def stats_document(
     store: CounterStore, recorder: RequestRecorder, inc_limiter: trio.CapacityLimiter | None
 ) -> dict[str, Any]:
@@ -119,7 +127,7 @@ def stats_document(
         "counters": stats.counters,
         "max_counters": stats.max_counters,
         "requests": {"served": recorder.served(), "refused": recorder.refused()},
-        **stats.guard,
+        **_guard_fields(stats),
         "inc_limiter": _limiter_fields(inc_limiter),
         "race": None,
     }
@@ -158,7 +166,7 @@ class StoreCollector(Collector):
         stats = self.store.statistics()
         yield _gauge("counters", "Counters in the store.", stats.counters, stats.strategy)
         yield _gauge("max_counters", "Most counters the store will hold.", stats.max_counters, stats.strategy)
-        for guard, fields in stats.guard.items():
+        for guard, fields in _guard_fields(stats).items():
             for field, value in fields.items():
                 yield _gauge(
                     f"{guard}_{field}", f"trio statistics of the store's {guard}: {field}.", value, stats.strategy

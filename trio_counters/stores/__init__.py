@@ -4,7 +4,8 @@
 - :mod:`.lock`    the same steps under a ``trio.Lock``
 - :mod:`.channel` one manager task owns the table; handlers send it commands
 - :mod:`.redis`   one Redis hash shared by every worker, one Lua script per operation
-  (imported only when chosen: the in-process strategies need no Redis client)
+  (imported only when chosen: the in-process strategies need no Redis client),
+  sent through :mod:`.redis_pipeline`'s one pipelined connection
 """
 
 from __future__ import annotations
@@ -12,7 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..config import DEFAULT_REDIS_TIMEOUT, DEFAULT_REDIS_URL
-from .base import INT64_MAX, INT64_MIN, CounterStore, CounterTable, StoreStatistics
+from .base import (
+    INT64_MAX,
+    INT64_MIN,
+    ChannelGuardStatistics,
+    CounterStore,
+    CounterTable,
+    GuardStatistics,
+    LockGuardStatistics,
+    RaceStatistics,
+    RedisGuardStatistics,
+    StoreStatistics,
+)
 from .channel import ChannelStore
 from .lock import LockStore
 from .naive import NaiveStore
@@ -20,11 +32,16 @@ from .naive import NaiveStore
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "ChannelGuardStatistics",
     "ChannelStore",
     "CounterStore",
     "CounterTable",
+    "GuardStatistics",
+    "LockGuardStatistics",
     "LockStore",
     "NaiveStore",
+    "RaceStatistics",
+    "RedisGuardStatistics",
     "StoreStatistics",
     "make_store",
 ]

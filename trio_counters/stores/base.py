@@ -16,12 +16,24 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterable
+from typing import ClassVar
 
 import trio
 
 from ..errors import CounterNotFound, CounterOverflow, TooManyCounters
 
-__all__ = ["INT64_MIN", "INT64_MAX", "CounterStore", "CounterTable", "StoreStatistics"]
+__all__ = [
+    "INT64_MIN",
+    "INT64_MAX",
+    "ChannelGuardStatistics",
+    "CounterStore",
+    "CounterTable",
+    "GuardStatistics",
+    "LockGuardStatistics",
+    "RaceStatistics",
+    "RedisGuardStatistics",
+    "StoreStatistics",
+]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -42,19 +54,78 @@ class RaceStatistics:
 
 
 @dataclasses.dataclass(frozen=True)
+class LockGuardStatistics:
+    """The lock store's ``trio.Lock``, from its ``statistics()``."""
+
+    #: The guard's name: the key in ``/stats`` and the prefix of its metrics.
+    name: ClassVar[str] = "lock"
+
+    #: Whether a task holds the lock: one handler is between its read and its write.
+    locked: bool
+    #: Tasks blocked waiting for the lock, served first come, first served.
+    tasks_waiting: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGuardStatistics:
+    """The channel store's command channel and the manager task that owns the table."""
+
+    #: The guard's name: the key in ``/stats`` and the prefix of its metrics.
+    name: ClassVar[str] = "channel"
+
+    #: Commands sent and held in the channel's buffer, not yet taken by the manager.
+    buffer_used: int
+    #: How many commands the buffer holds (``channel_buffer``); 0 means each sender
+    #: waits until the manager takes its command.
+    buffer_size: int
+    #: Handlers blocked sending a command: the buffer is full, or there is none and
+    #: the manager is busy (or not started yet).
+    tasks_waiting_send: int
+    #: 1 while the manager waits for a command (it is idle), else 0.
+    tasks_waiting_receive: int
+    #: Whether the channel's receiving end is open: true from the store's creation
+    #: until the manager leaves (store closed, or manager cancelled). Once false,
+    #: every call is refused with :class:`StoreUnavailable`.
+    manager_running: bool
+    #: How many times the manager failed (a bug, not a refused command) and started
+    #: over on the intact table.
+    manager_restarts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisGuardStatistics:
+    """The redis store's link to Redis, as of this worker's last answer from it."""
+
+    #: The guard's name: the key in ``/stats`` and the prefix of its metrics.
+    name: ClassVar[str] = "redis"
+
+    #: Whether the last call reached Redis: false before the first, after a failure,
+    #: and once the store stops serving.
+    connected: bool
+    #: Calls answered :class:`StoreUnavailable` (HTTP 503) because of Redis: refused
+    #: or lost connection, an error from Redis, or its silence. Only grows.
+    unavailable: int
+    #: Calls queued for the next pipelined batch, not sent yet.
+    queued: int
+
+
+#: Whatever guards a store's table, with its own statistics.
+GuardStatistics = LockGuardStatistics | ChannelGuardStatistics | RedisGuardStatistics
+
+
+@dataclasses.dataclass(frozen=True)
 class StoreStatistics:
     """A snapshot of a store, for ``/stats``, ``/metrics`` and the tests."""
 
-    #: The strategy's name: ``naive``, ``lock`` or ``channel``.
+    #: The strategy's name: ``naive``, ``lock``, ``channel`` or ``redis``.
     strategy: str
     #: How many counters exist.
     counters: int
     #: The most counters the store will hold.
     max_counters: int
-    #: Live statistics of whatever guards the table, named for it: ``{"lock": {...}}``
-    #: from ``trio.Lock.statistics()``, ``{"channel": {...}}`` from the manager's
-    #: command channel; empty for ``naive``, which has no guard.
-    guard: dict[str, dict[str, int | bool]]
+    #: Live statistics of whatever guards the table (its ``name`` says which);
+    #: ``None`` for ``naive``, which has no guard.
+    guard: GuardStatistics | None = None
     #: The naive store's own count of what it lost; ``None`` for strategies that
     #: cannot lose an update.
     race: RaceStatistics | None = None

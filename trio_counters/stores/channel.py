@@ -13,8 +13,8 @@ trio way. No lock: mutual exclusion comes from the table having one owner.
 - The manager applies every command already waiting before it yields, and a
   requester whose command is taken at once waits only for its answer: each
   ``receive()`` and ``send()`` is a checkpoint, and one command per scheduling
-  round made the manager the server's bottleneck under 200 clients (channel
-  at 0.81-0.93x the unguarded naive store's req/s; 0.93-1.02x with this).
+  round made the manager the server's bottleneck under load (docs/strategies.md
+  has the figures).
 - A requester cancelled before its command is taken changes nothing; cancelled
   after, the command is applied once and the answer dropped. Nothing is applied
   twice.
@@ -39,7 +39,7 @@ import outcome
 import trio
 
 from ..errors import StoreUnavailable
-from .base import CounterStore, CounterTable, StoreStatistics
+from .base import ChannelGuardStatistics, CounterStore, CounterTable, StoreStatistics
 
 __all__ = ["ChannelStore"]
 
@@ -172,14 +172,12 @@ class ChannelStore(CounterStore):
             strategy=self.strategy,
             counters=len(self._table),
             max_counters=self._table.max_counters,
-            guard={
-                "channel": {
-                    "buffer_used": channel.current_buffer_used,
-                    "buffer_size": int(channel.max_buffer_size),
-                    "tasks_waiting_send": channel.tasks_waiting_send,
-                    "tasks_waiting_receive": channel.tasks_waiting_receive,
-                    "manager_running": channel.open_receive_channels > 0,
-                    "manager_restarts": self._restarts,
-                }
-            },
+            guard=ChannelGuardStatistics(
+                buffer_used=channel.current_buffer_used,
+                buffer_size=int(channel.max_buffer_size),
+                tasks_waiting_send=channel.tasks_waiting_send,
+                tasks_waiting_receive=channel.tasks_waiting_receive,
+                manager_running=channel.open_receive_channels > 0,
+                manager_restarts=self._restarts,
+            ),
         )

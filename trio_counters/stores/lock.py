@@ -7,9 +7,9 @@ read and its write, every other task waits at ``async with self._lock``.
 ``trio.Lock`` is fair (first come, first served), so no request starves.
 
 That wait is the lock's price under load: held across a checkpoint, it lets one
-holder through per scheduling round, so 200 queued increments take 400 rounds
-where naive's take two (README, "What correctness costs", has the figures). A
-critical section with no ``await`` needs no lock at all in trio.
+holder through per scheduling round, so N queued increments take about 2N rounds
+where naive's take two (docs/strategies.md has the figures). A critical section
+with no ``await`` needs no lock at all in trio.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import trio
 
-from .base import CounterStore, CounterTable, StoreStatistics
+from .base import CounterStore, CounterTable, LockGuardStatistics, StoreStatistics
 
 __all__ = ["LockStore"]
 
@@ -52,5 +52,5 @@ class LockStore(CounterStore):
             strategy=self.strategy,
             counters=len(self._table),
             max_counters=self._table.max_counters,
-            guard={"lock": {"locked": lock.locked, "tasks_waiting": lock.tasks_waiting}},
+            guard=LockGuardStatistics(locked=lock.locked, tasks_waiting=lock.tasks_waiting),
         )

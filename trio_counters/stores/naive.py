@@ -99,7 +99,6 @@ class NaiveStore(CounterStore):
             strategy=self.strategy,
             counters=len(self._table),
             max_counters=self._table.max_counters,
-            guard={},
             race=RaceStatistics(
                 lost_updates=self._lost_total,
                 overwritten_sets=self._overwritten_sets,
