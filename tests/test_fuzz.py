@@ -259,7 +259,9 @@ async def table_of(store: Any) -> dict[str, int]:
     if store.strategy == "redis":
         from trio_counters.stores.redis import HASH_KEY
 
-        return {name: int(value) for name, value in (await store._client.hgetall(HASH_KEY)).items()}
+        reply = await store._redis.execute(b"HGETALL", HASH_KEY)
+        assert isinstance(reply, dict), reply
+        return {name: int(value) for name, value in reply.items()}
     raise AssertionError(f"table_of() does not know how to read a {store.strategy} store")
 
 
