@@ -72,8 +72,10 @@ REFUSALS = [
     ("GET", "/get", {"name": "a\u2028b"}, 400, "name must not contain control characters or line breaks"),
     ("OPTIONS", "/get", {"name": "i"}, 405, "method OPTIONS not allowed here; use GET, HEAD"),
     ("GET", "/nothere", {}, 404, "not found: the endpoints are /get, /set, /inc, /stats and /metrics"),
-    ("PUT", "/set", {"name": "i", "val": "1"}, 405, "method PUT not allowed here; use GET, HEAD, POST"),
-    ("DELETE", "/inc", {"name": "i"}, 405, "method DELETE not allowed here; use GET, HEAD, POST"),
+    ("PUT", "/set", {"name": "i", "val": "1"}, 405, "method PUT not allowed here; use GET, POST"),
+    ("HEAD", "/set", {"name": "h", "val": "5"}, 405, "method HEAD not allowed here; use GET, POST"),
+    ("DELETE", "/inc", {"name": "i"}, 405, "method DELETE not allowed here; use GET, POST"),
+    ("HEAD", "/inc", {"name": "i"}, 405, "method HEAD not allowed here; use GET, POST"),
     ("POST", "/get", {"name": "i"}, 405, "method POST not allowed here; use GET, HEAD"),
 ]  # fmt: skip
 BAD_VALUES = [" 5", "5 ", "1_000", "\u0663", "1e3", "0x10", "1.0", "--1", "+", "five", "²"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -24,6 +25,7 @@ from werkzeug.exceptions import (
     NotFound,
     RequestHeaderFieldsTooLarge,
     RequestURITooLarge,
+    UnsupportedMediaType,
 )
 
 from .config import INITIAL_COUNTERS, Settings
@@ -45,6 +47,7 @@ __all__ = [
     "MAX_QUERY_BYTES",
     "MAX_HEADER_BYTES",
     "BODY_TIMEOUT",
+    "ALLOWED_METHODS",
 ]
 
 #: The HTTP status of every store error, in one place.
@@ -65,6 +68,20 @@ MAX_QUERY_BYTES = 4096
 MAX_HEADER_BYTES = 16 * 1024
 #: Seconds a client may take to send a POST body before it gets 408.
 BODY_TIMEOUT = 10
+#: The methods each endpoint takes, as its 405's ``Allow`` header says them. HEAD is
+#: safe to link checkers, monitors and proxies, so only the endpoints that change
+#: nothing take it (werkzeug would add it to every GET route).
+ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
+    "/get": ("GET", "HEAD"),
+    "/set": ("GET", "POST"),
+    "/inc": ("GET", "POST"),
+    "/stats": ("GET", "HEAD"),
+    "/metrics": ("GET", "HEAD"),
+}
+#: The one body type a form may come in (``curl -d``): percent-encoded, so every
+#: name has one spelling. Multipart is refused (415): its fields carry raw bytes
+#: that werkzeug decodes with replacement characters, so two names would meet.
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 # ASCII digits only: str.isdigit() and int() would also take "٣", "1_000" and " 7 ".
 _INTEGER = re.compile(r"[+-]?([0-9]+)")
@@ -145,20 +162,23 @@ def create_app(
         )
 
     @app.before_request
-    async def refuse_oversized_requests() -> None:
+    async def refuse_oversized_requests_and_unsafe_heads() -> None:
+        allowed = ALLOWED_METHODS.get(request.path)
+        if allowed is not None and request.method not in allowed:
+            raise MethodNotAllowed(valid_methods=allowed)  # HEAD on /set or /inc
         if len(request.query_string) > MAX_QUERY_BYTES:
             raise RequestURITooLarge(f"query string over {MAX_QUERY_BYTES} bytes")
         header_bytes = sum(len(name) + len(value) for name, value in request.headers.items())
         if header_bytes > MAX_HEADER_BYTES:
             raise RequestHeaderFieldsTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
 
-    @app.route("/get", methods=["GET"])
+    @app.route("/get", methods=ALLOWED_METHODS["/get"])
     async def get_counter() -> str:
-        name = _name(request.args, settings.max_name_length)
+        name = _name(await _params(), settings.max_name_length)
         value = await ask(counters.get, name)
         return f"{name}: {value}\n"
 
-    @app.route("/set", methods=["GET", "POST"])
+    @app.route("/set", methods=ALLOWED_METHODS["/set"])
     async def set_counter() -> str:
         params = await _params()
         name = _name(params, settings.max_name_length)
@@ -173,20 +193,20 @@ def create_app(
             async with inc_limiter:
                 await counters.inc(name)
 
-    @app.route("/inc", methods=["GET", "POST"])
+    @app.route("/inc", methods=ALLOWED_METHODS["/inc"])
     async def inc_counter() -> str:
         name = _name(await _params(), settings.max_name_length)
         await ask(limited_inc, name)  # the wait for the limiter counts against the timeout too
         return "ok\n"
 
-    @app.route("/stats", methods=["GET"])
+    @app.route("/stats", methods=ALLOWED_METHODS["/stats"])
     async def stats() -> TextResponse:
         document = stats_document(counters, recorder, inc_limiter)
         return TextResponse(
             json.dumps(document, separators=(",", ":")) + "\n", content_type="application/json"
         )
 
-    @app.route("/metrics", methods=["GET"])
+    @app.route("/metrics", methods=ALLOWED_METHODS["/metrics"])
     async def metrics() -> TextResponse:
         return TextResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
@@ -203,15 +223,15 @@ def create_app(
         if isinstance(error, NotFound):
             message = "not found: the endpoints are /get, /set, /inc, /stats and /metrics"
         elif isinstance(error, MethodNotAllowed):
-            allowed = ", ".join(sorted(error.valid_methods or ()))
+            allowed = ", ".join(ALLOWED_METHODS.get(request.path, sorted(error.valid_methods or ())))
             message = f"method {request.method} not allowed here; use {allowed}"
         elif status == 500:
             message = "internal server error"
         else:
             message = str(error.description).replace("\n", " ")
         response = _text(message, status)
-        if isinstance(error, MethodNotAllowed) and error.valid_methods:
-            response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+        if isinstance(error, MethodNotAllowed):
+            response.headers["Allow"] = allowed
         return response
 
     return app
@@ -260,10 +280,30 @@ def _text(body: str, status: int) -> TextResponse:
 
 
 async def _params() -> MultiDict[str, str]:
-    """Query arguments, plus form fields for POST (``curl -d name=x localhost:8000/inc``)."""
-    if request.method == "GET":
-        return request.args
-    return await request.values
+    """Query arguments, plus form fields for POST (``curl -d name=x localhost:8000/inc``).
+
+    Both are percent-decoded here, strictly: an escape that is not UTF-8 is refused
+    (400), where werkzeug would keep it as text in a query (``c%FF``) and replace it
+    in a form (``c\ufffd``), giving one counter several spellings.
+    """
+    params = MultiDict(_decode(request.query_string, "query string"))
+    if request.method == "POST" and request.mimetype:
+        if request.mimetype != FORM_TYPE:
+            if request.mimetype.startswith("multipart/"):
+                raise UnsupportedMediaType(
+                    f"send the form as {FORM_TYPE} (curl -d), or use the query string"
+                )
+            return params  # a body of another type carries no parameters
+        params.update(_decode(await request.get_data(cache=False), "form body"))
+    return params
+
+
+def _decode(raw: bytes, where: str) -> list[tuple[str, str]]:
+    """``name=value`` pairs, percent-decoded as UTF-8 with no replacement."""
+    try:
+        return parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{where} is not valid UTF-8 once percent-decoded") from None
 
 
 def _single(params: MultiDict[str, str], key: str) -> str:

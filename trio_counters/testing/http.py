@@ -201,8 +201,12 @@ class Raw:
         self.buffer += chunk
         return bool(chunk)
 
-    async def response(self) -> RawResponse:
-        """The next response (a 1xx included); raises EOFError if the server closes first."""
+    async def response(self, *, to_head: bool = False) -> RawResponse:
+        """The next response (a 1xx included); raises EOFError if the server closes first.
+
+        ``to_head``: the response answers a HEAD request, so it has no body whatever
+        its ``Content-Length`` says.
+        """
         while b"\r\n\r\n" not in self.buffer:
             if not await self._more():
                 raise EOFError(f"closed before a response; got {bytes(self.buffer)!r}")
@@ -214,7 +218,7 @@ class Raw:
         for line in lines:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
-        length = 0 if status < 200 else int(headers.get(b"content-length", b"0"))
+        length = 0 if status < 200 or to_head else int(headers.get(b"content-length", b"0"))
         while len(self.buffer) < length:
             if not await self._more():
                 raise EOFError("closed in the middle of a body")
