@@ -2,9 +2,10 @@
 
 Run ``python bench.py`` from the repository root after ``pip install -e .``; see
 ``python bench.py --help``. The parts live in ``benchmarks/``: the load client
-(client.py), the server launcher (server.py) and the statistics and output
-(stats.py). This file is the command: arguments, the order of the runs,
-progress, Ctrl-C, and the picture.
+(client.py), the statistics and output (stats.py) and what each strategy name
+serves (strategies.py); servers are started by the harness the tests use,
+:mod:`trio_counters.testing`. This file is the command: arguments, the order of
+the runs, progress, Ctrl-C, and the picture.
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ from typing import TextIO
 
 import trio
 
-from benchmarks.client import MODES, ClientError, LoadStats, Target, read_counter, run_load, set_counter
-from benchmarks.server import ServerError, running_server, strategy_server
-from benchmarks.stats import JSON_VERSION, Row, format_table, summarise, to_json
+#: The TRIO_COUNTERS_* settings configure the servers bench.py starts, not bench.py.
+#: Run as a script, it sets them aside before importing the harness (importing
+#: trio_counters builds an app from them), so that a bad one is the server's
+#: failure, reported with the server's log, and hands them to each server.
+SERVER_SETTINGS: dict[str, str] = {}
+if __name__ == "__main__":
+    SERVER_SETTINGS = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith("TRIO_COUNTERS_")}
+
+from benchmarks.client import MODES, ClientError, LoadStats, Target, read_counter, run_load, set_counter  # noqa: E402
+from benchmarks.stats import JSON_VERSION, Row, format_table, summarise, to_json  # noqa: E402
+from benchmarks.strategies import leaves, serve_strategy  # noqa: E402
+from trio_counters.testing import ServerError  # noqa: E402
 
 STRATEGIES = ("naive", "lock", "channel")
 #: The ceiling row's name in --strategies: the bare ASGI app, a reference.
@@ -67,7 +77,7 @@ connection modes (--mode):
              wrk or ab -k. The default: it measures how the server handles
              requests, not the TCP setup and teardown, which cost the same for
              every strategy and would blur the differences between them; it is
-             also the mode benchmarks/vs_wrk.py holds against wrk.
+             also the mode python -m benchmarks.vs_wrk holds against wrk.
   close      a new connection per request, sent with 'Connection: close', and
              the server must close it, like the seed's ab run (HTTP/1.0). A
              server that answers but never closes is counted as 'unclosed'.
@@ -268,8 +278,8 @@ async def run_session(session: Session) -> None:
         await measure(session, args.target, args.target.url, reset=False, reference=False)
         return
     for strategy in args.strategies:
-        command, env = strategy_server(strategy)
-        async with running_server(command, env=env) as target:
+        async with serve_strategy(strategy, settings=SERVER_SETTINGS) as server:
+            target = Target(server.host, server.port)
             await measure(session, target, strategy, reset=True, reference=strategy == CEILING)
 
 
@@ -350,14 +360,6 @@ def report(session: Session, out: TextIO) -> None:
             )
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    """The exceptions in a (nested) exception group, in order."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run, report; return the exit status."""
     args = parse_args(argv)
@@ -369,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(run_until_interrupted, session)
     except* (ClientError, ServerError) as group:  # nurseries wrap errors in groups
-        for exc in _leaves(group):
+        for exc in leaves(group):
             print(f"bench.py: {exc}", file=sys.stderr)
         status = 1
     if session.rows:

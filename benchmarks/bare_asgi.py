@@ -3,11 +3,11 @@
 Two entry points, one code path:
 
 * ``app`` -- bench.py's ceiling row (``hypercorn --worker-class trio
-  benchmarks/bare_asgi.py:app``). Guarded exactly like the ``lock`` strategy
+  benchmarks.bare_asgi:app``, from the repository root). Guarded exactly like the ``lock`` strategy
   (read, ``await trio.sleep(0)``, write, all under one ``trio.Lock``), so the gap
   between this row and ``lock`` is what Quart and quart-trio cost per request,
   not a difference in the work.
-* ``unguarded_app`` -- the thinnest honest counter, benchmarks/transport.py's
+* ``unguarded_app`` -- the thinnest honest counter, ``benchmarks.throughput``'s
   ceiling for the transport itself: read and write with no ``await`` between
   them, which trio makes atomic without a lock. Under 200 clients the lock
   above serializes its checkpoint (one holder per scheduling round), which

@@ -28,6 +28,8 @@ from urllib.parse import quote, urlsplit
 import h11
 import trio
 
+from trio_counters.testing import TRANSPORT_ERRORS, Connection
+
 __all__ = [
     "MODES",
     "FAILURE_KINDS",
@@ -366,33 +368,21 @@ async def fetch(target: Target, request_target: str, *, timeout: float = 5.0) ->
     """
     try:
         with trio.fail_after(timeout):
-            stream = trio.SocketStream(trio.socket.from_stdlib_socket(await _connect(target)))
-            async with stream:
-                conn = h11.Connection(h11.CLIENT)
-                request = h11.Request(
-                    method="GET", target=request_target, headers=[("Host", target.authority)]
-                )
-                await stream.send_all(conn.send(request) + conn.send(_EOM))
-                status, body = 0, bytearray()
-                while True:
-                    event = conn.next_event()
-                    if event is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
-                    elif type(event) is h11.Response:
-                        status = event.status_code
-                    elif type(event) is h11.Data:
-                        body += event.data
-                    elif type(event) is h11.EndOfMessage:
-                        return status, body.decode("utf-8", "replace")
-                    elif type(event) is h11.ConnectionClosed:
-                        raise trio.BrokenResourceError("closed before answering")
+            try:
+                sock = await _connect(target)
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise ClientError(f"cannot connect to {target.url}: {reason}") from None
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            async with Connection(stream, target.authority) as connection:
+                reply = await connection.request(request_target)
+            return reply.status, reply.body
     except trio.TooSlowError:
         raise ClientError(f"{target.url} did not answer within {timeout:g} s") from None
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ClientError(f"cannot connect to {target.url}: {reason}") from None
-    except (trio.BrokenResourceError, h11.ProtocolError) as exc:
+    except (*TRANSPORT_ERRORS, h11.ProtocolError) as exc:
         raise ClientError(f"{target.url} broke off the connection: {exc}") from None
+    except UnicodeDecodeError:
+        raise ClientError(f"{target.url} answered with a body that is not UTF-8") from None
 
 
 async def read_counter(target: Target, name: str, *, timeout: float = 5.0) -> int:

@@ -1,9 +1,9 @@
 """What a counter costs in memory: the server's RSS with 100k and with 1M counters.
 
-    python benchmarks/memory.py [--strategy lock] [--counts 100000,1000000] [--in-process]
+    .venv/bin/python -m benchmarks.memory [--strategy lock] [--counts 100000,1000000] [--in-process]
 
 Default: the real server. Starts ``hypercorn --worker-class trio trio_counters:app``
-(``TRIO_COUNTERS_STORE=--strategy``, the default ``max_counters`` of 1,000,000),
+through :mod:`trio_counters.testing` (``TRIO_COUNTERS_STORE=--strategy``, the default ``max_counters`` of 1,000,000),
 warms the request path up with requests that create nothing, reads the worker's
 RSS (``/proc/PID/status`` VmRSS of hypercorn's worker process, where the table
 lives, not its parent), then creates counters with ``/set`` -- pipelined, 100
@@ -35,22 +35,14 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from trio_counters.testing import Raw, ServerError, get_bytes, request, rss_kib, serving
 
-from benchmarks.soak import (  # noqa: E402
-    HOST,
-    KeepAliveClient,
-    http_request,
-    only_interrupts,
-    read_response,
-    rss_kib,
-    running_server,
-)
+from .soak import only_interrupts
+from .soak_clients import KeepAliveClient
+from .strategies import ROOT, leaves
 
 INITIAL = 2  # i and j
 PIPELINE = 100
@@ -71,19 +63,17 @@ async def fill(port: int, start: int, stop: int, connections: int) -> None:
 
     async def worker() -> None:
         nonlocal done, last_print
-        stream: trio.SocketStream | None = None
+        raw: Raw | None = None
         sent_on_stream = 0
-        buffer = bytearray()
         try:
             for first in todo:
                 batch = range(first, min(first + PIPELINE, stop))
-                if stream is None or sent_on_stream + len(batch) > PER_CONNECTION:
-                    if stream is not None:
-                        await stream.aclose()
-                    stream = await trio.open_tcp_stream(HOST, port)
+                if raw is None or sent_on_stream + len(batch) > PER_CONNECTION:
+                    if raw is not None:
+                        await raw.aclose()
+                    raw = await Raw.connect(port)
                     sent_on_stream = 0
-                    buffer = bytearray()
-                await stream.send_all(
+                await raw.send(
                     b"".join(
                         b"GET /set?name=%s&val=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (name_of(k).encode(), VALUE_BASE + k)
                         for k in batch
@@ -91,7 +81,7 @@ async def fill(port: int, start: int, stop: int, connections: int) -> None:
                 )
                 sent_on_stream += len(batch)
                 for k in batch:
-                    response = await read_response(stream, buffer)
+                    response = await raw.response()
                     if response.status != 200:
                         raise RuntimeError(f"/set?name={name_of(k)} answered {response.status} {response.body!r}")
                 done += len(batch)
@@ -99,21 +89,12 @@ async def fill(port: int, start: int, stop: int, connections: int) -> None:
                     last_print = time.monotonic()
                     print(f"    {done + INITIAL:,} counters", flush=True)
         finally:
-            if stream is not None:
-                await stream.aclose()
+            if raw is not None:
+                await raw.aclose()
 
     async with trio.open_nursery() as nursery:
         for _ in range(connections):
             nursery.start_soon(worker)
-
-
-async def get(port: int, target: str) -> tuple[int, bytes]:
-    client = KeepAliveClient(port)
-    try:
-        response = await client.request(http_request("GET", target))
-    finally:
-        await client.aclose()
-    return response.status, response.body
 
 
 def per_counter(base_kib: int, now_kib: int, created: int) -> str:
@@ -123,16 +104,17 @@ def per_counter(base_kib: int, now_kib: int, created: int) -> str:
 
 async def measure_server(args: argparse.Namespace) -> int:
     status = 0
-    async with running_server(args.strategy) as server:
-        start = rss_kib(server.worker)
+    async with serving(env={"TRIO_COUNTERS_STORE": args.strategy}, cwd=ROOT) as server:
+        worker = server.worker
+        start = rss_kib(worker)
         # Warm the request path up without creating anything: sets of an existing counter.
         client = KeepAliveClient(server.port)
         for _ in range(3000):
-            response = await client.request(http_request("GET", "/set?name=i&val=1"))
+            response = await client.request(get_bytes("/set?name=i&val=1"))
             assert response.status == 200, response
         await client.aclose()
-        base = rss_kib(server.worker)
-        print(f"{args.strategy}, real server (worker pid {server.worker}): RSS at start {start / 1024:.1f} MiB, "
+        base = rss_kib(worker)
+        print(f"{args.strategy}, real server (worker pid {worker}): RSS at start {start / 1024:.1f} MiB, "
               f"after 3000 requests that create nothing {base / 1024:.1f} MiB", flush=True)  # fmt: skip
         created = 0
         for total in args.counts:
@@ -140,19 +122,21 @@ async def measure_server(args: argparse.Namespace) -> int:
             await fill(server.port, created, total - INITIAL, args.connections)
             created = total - INITIAL
             took = time.monotonic() - began
-            now = rss_kib(server.worker)
+            now = rss_kib(worker)
             print(f"  {total:,} counters: {per_counter(base, now, created)}  (filled in {took:.0f} s)", flush=True)
-        code, body = await get(server.port, "/stats")
-        if code == 200:
-            print(f"  /stats: {json.loads(body).get('counters')} counters")
+        stats = await request(server.port, "/stats")
+        if stats.status == 200:
+            print(f"  /stats: {json.loads(stats.body).get('counters')} counters")
         if args.counts[-1] >= 1_000_000:
-            code, body = await get(server.port, "/set?name=one-too-many&val=1")
-            existing, _ = await get(server.port, f"/set?name={name_of(0)}&val=2")
-            print(f"  past the limit: a new name gets {code} ({body.decode().strip()}), an existing one {existing}")
-            if code != 507 or existing != 200:
+            new = await request(server.port, "/set?name=one-too-many&val=1")
+            existing = await request(server.port, f"/set?name={name_of(0)}&val=2")
+            print(f"  past the limit: a new name gets {new.status} ({new.body.strip()}), "
+                  f"an existing one {existing.status}")  # fmt: skip
+            if new.status != 507 or existing.status != 200:
                 status = 1
-    print(f"  server exit code {server.exit_code}")
-    return status or (server.exit_code != 0)
+    exit_code = server.process.returncode
+    print(f"  server exit code {exit_code}")
+    return status or (exit_code != 0)
 
 
 async def measure_in_process(args: argparse.Namespace) -> int:
@@ -185,7 +169,12 @@ async def measure_in_process(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.memory",
+        description=__doc__.split("\n\n")[0],
+        epilog="usage, from the repository root:\n  .venv/bin/python -m benchmarks.memory [--counts 10000]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--strategy", default="lock", help="the store (default lock)")
     parser.add_argument("--counts", default="100000,1000000", help="totals to measure at, ascending (default 100000,1000000)")
     parser.add_argument("--connections", type=int, default=4, help="keep-alive connections filling the table")
@@ -200,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         if only_interrupts(error):
             print("interrupted", file=sys.stderr)
             return 130
-        raise
+        found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+        if not all(isinstance(exc, ServerError) for exc in found):
+            raise
+        for exc in found:  # the server did not start: its own reason, from its log
+            print(f"memory: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The baseline a user would write by hand: a plain QuartTrio counter, no guard.
 
-``hypercorn --worker-class trio benchmarks/plain_quart.py:app`` serves it.
-benchmarks/transport.py measures trio_counters against it: the same
+``hypercorn --worker-class trio benchmarks.plain_quart:app`` serves it, from the
+repository root. ``benchmarks.throughput`` measures trio_counters against it: the same
 ``/inc?name=N`` request, answered by a dict update and ``return "ok"`` -- no
 input checks, no store, no lock, no error mapping, no close fix. (It does not
 race: there is no ``await`` between its read and its write, so trio runs the

@@ -1,6 +1,6 @@
 """Hold bench.py's client against wrk: same server, same endpoint, same connections.
 
-    python benchmarks/vs_wrk.py [--strategy lock] [--duration 5] [--rounds 5] [-c 200]
+    .venv/bin/python -m benchmarks.vs_wrk [--strategy lock] [--duration 5] [--rounds 5] [-c 200]
 
 Starts one server (as bench.py does), then per round runs ``wrk -t1 -c200
 -dSECONDS`` and ``bench.py --url ... --mode keepalive -c 200`` against it, both
@@ -10,8 +10,8 @@ if its own client is not what limits them. Each bench.py run is sized from the
 round's wrk rate to last about as long. A 1 s wrk run warms the server up
 first, and the order alternates between rounds so neither tool always goes
 first; the median of the rounds' ratios is the figure, because the server's
-own rate drifts by several percent from run to run on a shared machine. wrk cannot count lost updates;
-only throughput is compared here.
+own rate drifts from run to run on a shared machine. wrk cannot count lost
+updates; only throughput is compared here.
 
 wrk is Debian's ``wrk`` package (``apt-get install wrk``).
 """
@@ -20,25 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from trio_counters.testing import ServerError
 
-from benchmarks.server import ServerError, running_server, strategy_server  # noqa: E402
-
-_WRK_RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
-_WRK_TOTAL = re.compile(r"(\d+) requests in ")
-_WRK_TROUBLE = re.compile(r"(Non-2xx or 3xx responses: \d+|Socket errors: .*)")
+from . import wrk
+from .strategies import ROOT, leaves, serve_strategy
 
 
 @dataclass
@@ -50,24 +42,10 @@ class Run:
     trouble: str
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def run_wrk(url: str, connections: int, duration: float) -> Run:
     """wrk's req/s; its CPU per request from the kernel's account of finished children."""
-    cpu = _children_cpu()
-    result = await trio.run_process(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", url],
-        capture_stdout=True, capture_stderr=True, check=True,
-    )  # fmt: skip
-    cpu = _children_cpu() - cpu
-    text = result.stdout.decode()
-    rate, total = _WRK_RATE.search(text), _WRK_TOTAL.search(text)
-    if rate is None or total is None:
-        raise RuntimeError(f"unexpected wrk output:\n{text}")
-    return Run(float(rate[1]), cpu / max(1, int(total[1])) * 1e6, "; ".join(_WRK_TROUBLE.findall(text)))
+    result = await wrk.run(url, connections, duration)
+    return Run(result.rate, result.cpu_s / max(1, result.requests) * 1e6, result.trouble)
 
 
 async def run_bench(base_url: str, connections: int, requests: int) -> Run:
@@ -84,25 +62,24 @@ async def run_bench(base_url: str, connections: int, requests: int) -> Run:
 
 async def compare(args: argparse.Namespace) -> list[float]:
     """Run the rounds against one server; print each; return the ratios."""
-    command, env = strategy_server(args.strategy)
     ratios = []
-    async with running_server(command, env=env) as target:
-        inc_url = f"{target.url}/inc?name=i"
-        print(f"server: {args.strategy} at {target.url}; {args.connections} connections, "
+    async with serve_strategy(args.strategy) as server:
+        inc_url = f"{server.url}/inc?name=i"
+        print(f"server: {args.strategy} at {server.url}; {args.connections} connections, "
               f"{args.duration:g} s per wrk run")  # fmt: skip
         await run_wrk(inc_url, args.connections, 1)  # warm-up: neither tool meets a cold server
         for round_number in range(1, args.rounds + 1):
             if round_number % 2:
-                wrk = await run_wrk(inc_url, args.connections, args.duration)
-                ours = await run_bench(target.url, args.connections, max(args.connections, int(wrk.rate * args.duration)))
+                theirs = await run_wrk(inc_url, args.connections, args.duration)
+                ours = await run_bench(server.url, args.connections, max(args.connections, int(theirs.rate * args.duration)))
             else:  # bench.py first, sized from the last round's wrk rate
-                ours = await run_bench(target.url, args.connections, max(args.connections, int(wrk.rate * args.duration)))
-                wrk = await run_wrk(inc_url, args.connections, args.duration)
-            ratio = ours.rate / wrk.rate
+                ours = await run_bench(server.url, args.connections, max(args.connections, int(theirs.rate * args.duration)))
+                theirs = await run_wrk(inc_url, args.connections, args.duration)
+            ratio = ours.rate / theirs.rate
             ratios.append(ratio)
-            extra = "".join(f"  [{who}: {run.trouble}]" for who, run in (("wrk", wrk), ("bench.py", ours)) if run.trouble)
+            extra = "".join(f"  [{who}: {run.trouble}]" for who, run in (("wrk", theirs), ("bench.py", ours)) if run.trouble)
             print(
-                f"round {round_number}: wrk {wrk.rate:7,.0f} req/s ({wrk.cpu_us_per_request:4.0f} us CPU/req)"
+                f"round {round_number}: wrk {theirs.rate:7,.0f} req/s ({theirs.cpu_us_per_request:4.0f} us CPU/req)"
                 f"   bench.py {ours.rate:7,.0f} req/s ({ours.cpu_us_per_request:4.0f} us CPU/req)"
                 f"   ratio {ratio:.3f}{extra}",
                 flush=True,
@@ -110,27 +87,30 @@ async def compare(args: argparse.Namespace) -> list[float]:
     return ratios
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="bench.py's keep-alive client against wrk -t1, on one server (target: ratio >= 0.9)."
+        prog="python -m benchmarks.vs_wrk",
+        description="bench.py's keep-alive client against wrk -t1, on one server (target: ratio >= 0.9).",
+        epilog="usage, from the repository root:\n  .venv/bin/python -m benchmarks.vs_wrk [--rounds 1 --duration 1]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--strategy", default="lock", choices=("naive", "lock", "channel", "bare"),
                         help="which server to start (default: %(default)s)")  # fmt: skip
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default: %(default)g)")
     parser.add_argument("--rounds", type=int, default=5, help="wrk/bench.py pairs (default: %(default)s)")
     parser.add_argument("-c", "--connections", type=int, default=200, help="connections (default: %(default)s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.rounds < 1 or args.connections < 1 or not args.duration > 0:
         parser.error("--rounds, --connections and --duration must be positive")
-    if shutil.which("wrk") is None:
-        print("vs_wrk.py: wrk is not installed: apt-get install wrk", file=sys.stderr)
+    if not wrk.available():
+        print("vs_wrk: wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 1
     ratios: list[float] = []
     try:
         ratios = trio.run(compare, args)
-    except* (ServerError, subprocess.CalledProcessError, RuntimeError) as group:
-        for exc in group.exceptions:
-            print(f"vs_wrk.py: {exc}", file=sys.stderr)
+    except* (ServerError, subprocess.CalledProcessError, wrk.WrkError, trio.TooSlowError) as group:
+        for exc in leaves(group):
+            print(f"vs_wrk: {exc}", file=sys.stderr)
     if not ratios:
         return 1
     median = statistics.median(ratios)

@@ -145,10 +145,12 @@ def get_bytes(target: str, *headers: str, version: str = "1.1") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def form_post_bytes(target: str, body: bytes = b"", *headers: str, length: int | None = None) -> bytes:
+def form_post_bytes(
+    target: str, body: bytes = b"", *headers: str, length: int | None = None, version: str = "1.1"
+) -> bytes:
     """A form POST's head announcing ``length`` body bytes (``len(body)`` by default), then ``body``."""
     lines = [
-        f"POST {target} HTTP/1.1",
+        f"POST {target} HTTP/{version}",
         f"Host: {HOST}",
         *headers,
         "Content-Type: application/x-www-form-urlencoded",

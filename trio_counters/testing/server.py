@@ -149,6 +149,7 @@ async def run_server(
     *,
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
+    cwd: str | os.PathLike[str] | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
     stop_timeout: float = STOP_TIMEOUT,
     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
@@ -157,7 +158,9 @@ async def run_server(
     the process exits by itself (a test that sent it a signal, say).
 
     ``env`` is added to this process's environment; ``args`` go to hypercorn before
-    the app (``--keep-alive 2``, ``--workers 2``).
+    the app (``--keep-alive 2``, ``--workers 2``). ``cwd`` is where it runs: hypercorn
+    imports the app's module from there (``benchmarks.bare_asgi:app`` needs the
+    repository root).
     """
     command = server_command(app, *args)
     process = await trio.lowlevel.open_process(
@@ -166,6 +169,7 @@ async def run_server(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        cwd=cwd,
         start_new_session=True,
     )
     output = bytearray()
@@ -174,11 +178,10 @@ async def run_server(
 
     async def pump() -> None:
         assert process.stdout is not None
-        async with process.stdout:
-            while chunk := await process.stdout.receive_some(65536):
-                output.extend(chunk)
-                if not listening.is_set() and _RUNNING.search(output):
-                    listening.set()
+        while chunk := await process.stdout.receive_some(65536):
+            output.extend(chunk)
+            if not listening.is_set() and _RUNNING.search(output):
+                listening.set()
         listening.set()
 
     try:
@@ -197,6 +200,7 @@ async def run_server(
     finally:
         with trio.CancelScope(shield=True):
             await _stop(process, stop_timeout)
+            await _drain(process, output, stop_timeout)
     if failure is not None:  # raised out here, so not wrapped in the nursery's group
         raise failure
 
@@ -224,6 +228,16 @@ async def _stop(process: trio.Process, timeout: float) -> None:
         except ProcessLookupError:
             pass
         await process.wait()
+
+
+async def _drain(process: trio.Process, output: bytearray, timeout: float) -> None:
+    """Keep what the server printed while it stopped (a cancel stops the pump first),
+    so :attr:`Server.log` is whole once the server is gone; then close the pipe."""
+    assert process.stdout is not None
+    with trio.move_on_after(timeout):
+        while chunk := await process.stdout.receive_some(65536):
+            output.extend(chunk)
+    await process.stdout.aclose()
 
 
 async def _startup_failure(

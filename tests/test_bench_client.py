@@ -1,4 +1,4 @@
-"""Unit tests for bench.py's parts: the client, the launcher, the statistics, the output.
+"""bench.py's load client against a fake counter server, and bench.py's session through it.
 
 The client runs against :class:`FakeCounterServer`, a tiny h11 server in the
 test process on a port-0 loopback listener, with knobs for each way a server
@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import os
 import signal
 import socket
-import sys
-import textwrap
-from pathlib import Path
-from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 import pytest
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # bench.py lives at the top, outside the package
-
-import bench  # noqa: E402
-from benchmarks.client import (  # noqa: E402
+import bench
+from benchmarks.client import (
     FAILURE_KINDS,
     ClientError,
     LoadStats,
@@ -37,8 +29,7 @@ from benchmarks.client import (  # noqa: E402
     run_load,
     set_counter,
 )
-from benchmarks.server import ServerError, cpu_seconds, running_server, worker_pid  # noqa: E402
-from benchmarks.stats import Row, format_table, lost_updates, percentile, summarise, to_json  # noqa: E402
+from benchmarks.stats import lost_updates
 
 
 class FakeCounterServer:
@@ -323,173 +314,7 @@ def test_target_builds_quoted_request_targets() -> None:
     assert target.target("/inc", name="a b&c") == "/api/inc?name=a%20b%26c"
 
 
-# --- statistics -------------------------------------------------------------------------
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert percentile(values, 50) == 50
-    assert percentile(values, 99) == 99
-    assert percentile(values, 100) == 100
-    assert percentile(values, 0) == 1
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2
-    assert percentile([7.0], 99) == 7
-    assert percentile([], 50) is None
-    with pytest.raises(ValueError):
-        percentile(values, 101)
-
-
-def test_lost_updates_is_succeeded_minus_the_increase() -> None:
-    assert lost_updates(succeeded=5000, initial=0, final=3012) == 1988
-    assert lost_updates(succeeded=100, initial=50, final=150) == 0
-    assert lost_updates(succeeded=0, initial=0, final=4) == -4
-    assert lost_updates(succeeded=10, initial=0, final=None) is None
-
-
-def make_stats(latencies: list[float], **failures: int) -> LoadStats:
-    stats = LoadStats(latencies=latencies, started=10.0, finished=12.0)
-    stats.failures.update(failures)
-    return stats
-
-
-def test_summarise_turns_measurements_into_a_row() -> None:
-    stats = make_stats([0.001 * v for v in range(1, 101)], status=3, timeout=1)
-    row = summarise("lock", stats, planned=104, initial=0, final=100)
-    assert (row.requests, row.succeeded, row.failed, row.lost) == (104, 100, 4, 0)
-    assert row.req_per_s == pytest.approx(50.0)
-    assert row.latencies_ms == pytest.approx({"p50": 50.0, "p99": 99.0, "max": 100.0})
-
-
-def sample_rows() -> list[Row]:
-    naive = summarise("naive", make_stats([0.002] * 1000), planned=1000, initial=0, final=212)
-    lock = summarise("lock", make_stats([0.004] * 998, status=2), planned=1000, initial=0, final=998)
-    bare = summarise("bare", make_stats([0.001] * 1000), planned=1000, initial=0, final=1000, reference=True)
-    return [naive, lock, bare]
-
-
-def test_table_shows_each_rate_against_naive_only_when_naive_ran() -> None:
-    naive, lock, bare = sample_rows()
-    lock.elapsed_s *= 2  # half naive's rate
-    assert format_table([naive, lock, bare]).splitlines()[3].split()[6] == "0.50"
-    without_naive = format_table([lock, bare]).splitlines()
-    assert [line.split()[6] for line in without_naive[2:4]] == ["-", "-"]
-
-
-def test_table_has_one_aligned_line_per_row_and_explains_itself() -> None:
-    text = format_table(sample_rows(), note="the note")
-    lines = text.splitlines()
-    assert lines[0].split() == [
-        "strategy", "requests", "failed", "final", "lost", "req/s", "x", "naive", "p50", "ms", "p99", "ms", "max", "ms"
-    ]  # fmt: skip
-    assert lines[2].split() == ["naive", "1,000", "0", "212", "788", "500", "1.00", "2.0", "2.0", "2.0"]
-    assert lines[3].split() == ["lock", "1,000", "2", "998", "0", "499", "1.00", "4.0", "4.0", "4.0"]
-    assert lines[4].split()[:7] == ["bare*", "1,000", "0", "1,000", "0", "500", "1.00"]
-    assert len({len(line) for line in lines[:5]}) == 1  # columns line up
-    assert any(line.startswith("* reference ceiling") for line in lines)
-    assert "lock failures: 2 status" in lines
-    assert lines[-1] == "the note"
-
-
-def test_table_warns_when_the_client_may_have_been_the_limit() -> None:
-    calm = make_stats([0.001] * 10)
-    calm.cpu_s = 0.5  # of a 2 s run
-    busy = make_stats([0.001] * 10)
-    busy.cpu_s = 1.9
-    rows = [summarise(name, stats, planned=10, initial=0, final=10) for name, stats in (("calm", calm), ("busy", busy))]
-    warnings = [line for line in format_table(rows).splitlines() if "client was on the CPU" in line]
-    assert warnings == [
-        "busy: the client was on the CPU 95% of the run, so these figures may be the client's limit,"
-        " not the server's (is the machine busy?)"
-    ]
-    assert to_json(rows, {})["results"][1]["client_cpu_s"] == 1.9
-
-
-def test_table_marks_interrupted_rows_and_unknown_values() -> None:
-    row = summarise("lock", make_stats([]), planned=10, initial=0, final=None, interrupted=True, error="final count unknown: x")
-    text = format_table([row])
-    assert "lock (stopped)" in text and "lock: final count unknown: x" in text
-    assert text.splitlines()[2].split() == ["lock", "(stopped)", "0", "0", "-", "-", "0", "-", "-", "-", "-"]
-
-
-def test_json_document_has_every_documented_field() -> None:
-    args = bench.parse_args(["-n", "1000"])
-    document = json.loads(json.dumps(to_json(sample_rows(), bench.config_of(args))))
-    assert document["version"] == 1
-    assert document["config"] == {
-        "mode": "keepalive", "requests": 1000, "concurrency": 200, "timeout_s": 10.0,
-        "name": "i", "url": None, "strategies": ["naive", "lock", "channel", "bare"],
-    }  # fmt: skip
-    naive, lock, bare = document["results"]
-    assert naive["lost"] == 788 and naive["failed"] == 0 and naive["reference"] is False
-    assert lock["failures"] == {**no_failures(), "status": 2} and lock["requests"] == 1000
-    assert bare["reference"] is True and bare["req_per_s"] == 500.0
-    assert set(bare["latency_ms"]) == {"p50", "p99", "max"}
-    for key in [*document, *document["config"], *naive]:  # --help documents each field
-        assert key in bench.EPILOG, key
-
-
-# --- the command line -------------------------------------------------------------------
-
-
-def test_defaults() -> None:
-    args = bench.parse_args([])
-    assert (args.requests, args.concurrency, args.mode, args.timeout) == (5000, 200, "keepalive", 10.0)
-    assert args.strategies == ("naive", "lock", "channel", "bare") and args.url is None
-
-
-def test_strategies_are_parsed_in_order_without_repeats() -> None:
-    assert bench.parse_args(["--strategies", "lock, naive,lock"]).strategies == ("lock", "naive")
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["-n", "0"],
-        ["-c", "-3"],
-        ["-n", "many"],
-        ["--mode", "pipelined"],
-        ["--timeout", "0"],
-        ["--strategies", "naive,fast"],
-        ["--url", "http://192.168.1.1:8000"],
-        ["--url", "http://127.0.0.1:8000", "--strategies", "lock"],
-        ["--bogus"],
-    ],
-)
-def test_bad_arguments_get_argparse_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as caught:
-        bench.parse_args(argv)
-    assert caught.value.code == 2
-    assert capsys.readouterr().err.startswith("usage: bench.py")
-
-
-def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--help"])
-    text = capsys.readouterr().out
-    for phrase in ("keepalive", "The default", "--json", "lost", "--plot", "--url", "reference ceiling"):
-        assert phrase in text
-
-
-def test_plot_without_matplotlib_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with mock.patch.object(bench.importlib.util, "find_spec", return_value=None):
-        assert bench.main(["--plot", "out.png"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "matplotlib" in err and "pip install" in err
-
-
-def test_plot_draws_throughput_and_lost_updates(tmp_path: Path) -> None:
-    fig, left, right = mock.MagicMock(), mock.MagicMock(), mock.MagicMock()
-    pyplot = mock.MagicMock()
-    pyplot.subplots.return_value = (fig, (left, right))
-    matplotlib = mock.MagicMock(pyplot=pyplot)
-    with mock.patch.dict(sys.modules, {"matplotlib": matplotlib, "matplotlib.pyplot": pyplot}):
-        bench.plot(sample_rows(), str(tmp_path / "out.png"))
-    assert left.bar.call_args.args == (["naive", "lock", "bare*"], [500.0, 499.0, 500.0])
-    assert right.bar.call_args.args == (["naive", "lock", "bare*"], [788, 0, 0])
-    fig.savefig.assert_called_once_with(str(tmp_path / "out.png"), dpi=100)
-
-
-# --- the orchestration, against an in-process server via --url ---------------------------
+# --- bench.py's session, against the fake server via --url -------------------------------
 
 
 async def test_url_run_reads_before_and_after_without_resetting(fake_server) -> None:  # type: ignore[no-untyped-def]
@@ -529,114 +354,3 @@ async def test_ctrl_c_stops_the_run_and_keeps_the_row(fake_server, nursery: trio
     (row,) = session.rows
     assert row.interrupted and 0 < row.requests < 1_000_000
     assert row.final is not None and row.final >= row.succeeded
-
-
-# --- the server launcher ----------------------------------------------------------------
-
-
-def python(code: str) -> list[str]:
-    return [sys.executable, "-c", textwrap.dedent(code)]
-
-
-FAKE_HYPERCORN = """
-    import signal, socket, sys, time
-    if {ignore_term}:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    print("[INFO] Running on http://127.0.0.1:%d (CTRL + C to quit)" % sock.getsockname()[1], flush=True)
-    while True:
-        time.sleep(1)
-"""
-
-
-def refuses(target: Target) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex((target.host, target.port)) != 0
-
-
-@pytest.mark.parametrize("ignore_term", [False, True])
-async def test_running_server_finds_the_port_and_always_stops_it(ignore_term: bool) -> None:
-    command = python(FAKE_HYPERCORN.format(ignore_term=ignore_term))
-    with trio.fail_after(10):
-        async with running_server(command, stop_timeout=0.5) as target:
-            assert target.host == "127.0.0.1" and not refuses(target)
-        assert refuses(target)  # stopped: by SIGTERM, or by SIGKILL after the wait
-
-
-async def test_worker_pid_finds_the_child_that_shares_the_listening_socket(tmp_path: Path) -> None:
-    pid_file = tmp_path / "worker.pid"
-    command = python(f"""
-        import os, socket, time
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        child = os.fork()
-        if child == 0:  # the worker: holds the socket, as hypercorn's does
-            time.sleep(60)
-            os._exit(0)
-        open({str(pid_file)!r}, "w").write(str(child))
-        print("[INFO] Running on http://127.0.0.1:%d (CTRL + C to quit)" % sock.getsockname()[1], flush=True)
-        while True:
-            time.sleep(1)
-    """)
-    with trio.fail_after(10):
-        async with running_server(command, stop_timeout=0.5) as target:
-            worker = int(pid_file.read_text())
-            assert worker_pid(target) == worker
-            assert cpu_seconds(worker) >= 0
-
-
-async def test_a_server_that_exits_reports_its_code_and_log_tail() -> None:
-    command = python("""
-        import sys
-        for n in range(30):
-            print("line", n)
-        print("ConfigError: no good", file=sys.stderr)
-        sys.exit(3)
-    """)
-    with trio.fail_after(10), pytest.raises(ServerError) as caught:
-        async with running_server(command):
-            pytest.fail("it never listened")  # pragma: no cover
-    error = caught.value
-    assert error.returncode == 3 and "exited with code 3" in str(error)
-    assert error.log_tail[-1] == "ConfigError: no good" and "line 29" in error.log_tail
-    assert "line 0" not in error.log_tail  # only the tail
-
-
-async def test_a_silent_server_times_out_and_is_stopped() -> None:
-    command = python("import time; time.sleep(60)")
-    with trio.fail_after(10), pytest.raises(ServerError, match="did not report its address within 0.3 s"):
-        async with running_server(command, startup_timeout=0.3):
-            pytest.fail("it never listened")  # pragma: no cover
-
-
-async def _call_asgi(app, query: str, path: str = "/inc") -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    """One GET through a bare ASGI app, in process; (status, body)."""
-    sent: list[dict[str, object]] = []
-
-    async def receive() -> dict[str, object]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, object]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode()}
-    await app(scope, receive, send)
-    return int(sent[0]["status"]), bytes(sent[1]["body"]).decode()  # type: ignore[call-overload]
-
-
-@pytest.mark.parametrize("entry", ["app", "unguarded_app"])
-async def test_bare_apps_count_every_concurrent_increment_and_refuse_bad_input(entry: str) -> None:
-    from benchmarks import bare_asgi
-
-    app = getattr(bare_asgi, entry)
-    assert await _call_asgi(app, "name=k&val=0", "/set") == (200, "ok\n")
-    async with trio.open_nursery() as nursery:
-        for _ in range(200):
-            nursery.start_soon(_call_asgi, app, "name=k")
-    assert await _call_asgi(app, "name=k", "/get") == (200, "k: 200\n")
-    assert (await _call_asgi(app, "name=missing"))[0] == 404
-    assert (await _call_asgi(app, "name=k&val=x", "/set"))[0] == 400
-    assert await _call_asgi(app, "name=k", "/get") == (200, "k: 200\n")  # refusals changed nothing

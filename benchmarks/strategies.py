@@ -1,0 +1,48 @@
+"""Which server a benchmark's strategy name means, served through the shared harness.
+
+``naive``, ``lock``, ``channel`` and ``redis`` are trio_counters' stores
+(``TRIO_COUNTERS_STORE``); ``-wN`` asks hypercorn for N workers (``lock-w2``,
+``redis-w2``); ``bare`` is the bare ASGI ceiling, ``benchmarks.bare_asgi:app``.
+Every server runs from the repository root, where hypercorn imports
+``benchmarks.*`` apps from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+from trio_counters.testing import Server, serving
+
+__all__ = ["ROOT", "BARE_APP", "strategy_server", "serve_strategy", "leaves"]
+
+#: The repository root: hypercorn's working directory.
+ROOT = Path(__file__).resolve().parent.parent
+BARE_APP = "benchmarks.bare_asgi:app"
+
+
+def strategy_server(strategy: str) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    """The app, extra environment and hypercorn arguments for one strategy name."""
+    if strategy == "bare":
+        return BARE_APP, {}, ()
+    store, _, workers = strategy.partition("-w")  # redis-w2: redis, 2 workers
+    return "trio_counters:app", {"TRIO_COUNTERS_STORE": store}, ("--workers", workers) if workers else ()
+
+
+def serve_strategy(
+    strategy: str, *, settings: Mapping[str, str] | None = None, **options: object
+) -> AbstractAsyncContextManager[Server]:
+    """``async with serve_strategy("lock") as server:`` the real server for ``strategy``;
+    ``settings`` (``TRIO_COUNTERS_*``) are added to its environment, under the strategy's own."""
+    app, env, args = strategy_server(strategy)
+    return serving(app, env={**(settings or {}), **env}, args=args, cwd=ROOT, **options)
+
+
+def leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The exceptions in a (nested) exception group, in order: a server that fails to
+    start comes out of the harness's nursery, and a benchmark's own, wrapped in groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

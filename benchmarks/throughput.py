@@ -1,0 +1,252 @@
+"""What the trio transport costs: hypercorn's stock trio TCPServer against ours.
+
+Run from the repository root, after ``pip install -e .``::
+
+    .venv/bin/python -m benchmarks.throughput
+    .venv/bin/python -m benchmarks.throughput --runs 1 --duration 2
+
+It starts seven real ``hypercorn --worker-class trio`` servers through
+:mod:`trio_counters.testing` (free loopback ports, each one's port read from its
+"Running on" line) and loads each with ``wrk -t1`` over keep-alive connections,
+``GET /inc?name=j``, at each concurrency (10 and 200), round-robin, ``--runs``
+times:
+
+=============  =====================================================  =========
+row            app                                                     transport
+=============  =====================================================  =========
+plain          benchmarks.plain_quart: QuartTrio, dict update,         stock
+               ``return "ok"`` (what a user writes by hand)
+ours/stock     trio_counters:app, default (lock) store                 stock
+ours/fast      trio_counters:app, default (lock) store                 fast
+bare/stock     benchmarks.bare_asgi ``unguarded_app``: no framework;   stock
+               read and write with no await between (atomic in trio):
+               the transport's ceiling
+bare/fast      the same                                                fast
+bare+lock/...  benchmarks.bare_asgi ``app``: bench.py's ceiling,       both
+               lock-guarded like the lock strategy (reference rows)
+=============  =====================================================  =========
+
+It prints the median req/s of the runs, the server's CPU time per request
+(the hypercorn worker's user+system time over the run divided by the requests:
+steadier than req/s on a shared machine), and the ratios with targets: our
+default server >= 1.35x plain at C=200; bare ASGI on the fast transport >= 2x on
+stock. It exits 1 if a target is missed or a run fails, 2 without wrk. The
+ceiling is the unguarded app because a lock held across a checkpoint costs the
+same on both transports under load (one holder per scheduling round) and so
+hides part of what the transport costs; the lock-guarded pair is printed beside
+it for that comparison. Loopback only; every server is stopped however the run
+ends.
+
+hypercorn's worker loads ``benchmarks.throughput:served("bare")`` (or
+``"bare+lock"``, ``"plain"``), which installs the transport named by
+``TRIO_COUNTERS_TRANSPORT`` in the worker before it serves (trio_counters:app
+does that itself on import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trio_counters.testing import Server, ServerError, cpu_seconds, serving
+
+from . import wrk
+from .strategies import ROOT, leaves
+
+PATH = "/inc?name=j"
+TARGET_OURS_VS_PLAIN = 1.35
+TARGET_BARE_FAST_VS_STOCK = 2.0
+
+
+def served(name: str) -> Any:
+    """The app for hypercorn's worker, with the transport ``TRIO_COUNTERS_TRANSPORT`` names."""
+    from trio_counters.transport import install_from_environ
+
+    fast = install_from_environ()
+    if not fast and os.environ.get("TRIO_COUNTERS_TRANSPORT", "").strip().lower() == "fast":
+        raise SystemExit("the fast transport could not be installed")
+    if name == "plain":
+        from .plain_quart import app
+    elif name == "bare":
+        from .bare_asgi import unguarded_app as app
+    elif name == "bare+lock":
+        from .bare_asgi import app
+    else:
+        raise ValueError(name)
+    return app
+
+
+@dataclass(frozen=True)
+class Config:
+    label: str
+    app: str
+    transport: str
+
+
+CONFIGS = (
+    Config("plain", 'benchmarks.throughput:served("plain")', "stock"),
+    Config("ours/stock", "trio_counters:app", "stock"),
+    Config("ours/fast", "trio_counters:app", "fast"),
+    Config("bare/stock", 'benchmarks.throughput:served("bare")', "stock"),
+    Config("bare/fast", 'benchmarks.throughput:served("bare")', "fast"),
+    Config("bare+lock/stock", 'benchmarks.throughput:served("bare+lock")', "stock"),
+    Config("bare+lock/fast", 'benchmarks.throughput:served("bare+lock")', "fast"),
+)
+
+
+@dataclass
+class Sample:
+    rps: float
+    requests: int
+    errors: int
+    cpu_us: float
+
+
+async def measure(server: Server, connections: int, duration: float) -> Sample:
+    """One wrk run against ``server``; its worker's CPU time per request over the run."""
+    worker = server.worker
+    before = cpu_seconds(worker)
+    result = await wrk.run(server.url + PATH, connections, duration)
+    used = cpu_seconds(worker) - before
+    return Sample(result.rate, result.requests, result.errors, used * 1e6 / max(result.requests, 1))
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; load average at start {load}"
+    )
+
+
+async def collect(args: argparse.Namespace) -> dict[tuple[str, int], list[Sample]]:
+    """Every server up at once; the warm-up, then ``--runs`` rounds of wrk runs."""
+    samples: dict[tuple[str, int], list[Sample]] = {}
+    started = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        servers = {}
+        for config in CONFIGS:
+            env = {"TRIO_COUNTERS_TRANSPORT": config.transport}
+            servers[config.label] = await stack.enter_async_context(serving(config.app, env=env, cwd=ROOT))
+        for server in servers.values():  # warm up: imports, first connections, caches
+            await measure(server, max(args.concurrency), 1)
+        for run in range(args.runs):
+            for connections in args.concurrency:
+                for label, server in servers.items():
+                    samples.setdefault((label, connections), []).append(
+                        await measure(server, connections, args.duration)
+                    )
+            print(f"  run {run + 1}/{args.runs} done ({time.monotonic() - started:.0f} s)", flush=True)
+    return samples
+
+
+def report(args: argparse.Namespace, samples: dict[tuple[str, int], list[Sample]]) -> int:
+    """The table per concurrency and the ratios; how many targets were missed."""
+    from trio_counters.transport import DEFAULT_TRANSPORT
+
+    median: dict[tuple[str, int], float] = {}
+    median_cpu: dict[tuple[str, int], float] = {}
+    for connections in args.concurrency:
+        print(f"\nC={connections}")
+        print(f"  {'row':<15} {'req/s (median)':>14}   {'runs':<26} {'CPU us/req':>10} {'errors':>6}")
+        for config in CONFIGS:
+            runs = samples[(config.label, connections)]
+            rps = median[(config.label, connections)] = statistics.median(s.rps for s in runs)
+            cpu = median_cpu[(config.label, connections)] = statistics.median(s.cpu_us for s in runs)
+            listed = " ".join(f"{s.rps:.0f}" for s in runs)
+            errors = sum(s.errors for s in runs)
+            print(f"  {config.label:<15} {rps:>14.0f}   {listed:<26} {cpu:>10.0f} {errors:>6}")
+
+    default = f"ours/{DEFAULT_TRANSPORT}"
+    print(
+        "\nratios A / B: of median req/s (what the targets are set on) and, in brackets, of"
+        "\nserver CPU per request, B's over A's (capacity; less disturbed by other load)"
+    )
+    failures = 0
+    for connections in args.concurrency:
+
+        def ratio(a: str, b: str) -> tuple[float, float]:
+            return (
+                median[(a, connections)] / median[(b, connections)],
+                median_cpu[(b, connections)] / median_cpu[(a, connections)],
+            )
+
+        lines = [
+            ("ours/stock / plain", ratio("ours/stock", "plain"), None),
+            ("ours/fast  / plain", ratio("ours/fast", "plain"), None),
+            ("ours/fast  / ours/stock", ratio("ours/fast", "ours/stock"), None),
+            ("bare/stock / plain", ratio("bare/stock", "plain"), None),
+            ("bare/fast  / bare/stock", ratio("bare/fast", "bare/stock"), TARGET_BARE_FAST_VS_STOCK),
+            ("bare+lock/fast / bare+lock/stock", ratio("bare+lock/fast", "bare+lock/stock"), None),
+            ("bare+lock/fast / bare/fast", ratio("bare+lock/fast", "bare/fast"), None),
+        ]
+        if connections == 200:
+            lines.insert(0, (f"default ({default}) / plain", ratio(default, "plain"), TARGET_OURS_VS_PLAIN))
+        print(f"  C={connections}")
+        for name, (value, capacity), target in lines:
+            verdict = ""
+            if target is not None:
+                met = value >= target
+                failures += not met
+                verdict = f"  target >= {target:g}: {'met' if met else 'MISSED'}"
+            print(f"    {name:<34} {value:5.2f}x  (CPU {capacity:4.2f}x){verdict}")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.throughput",
+        description=__doc__.split("\n\n")[0],
+        epilog="usage, from the repository root:\n  .venv/bin/python -m benchmarks.throughput [--runs 1 --duration 2]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per row and concurrency (3)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (3)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 200], help="keep-alive connections")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or not args.duration > 0 or min(args.concurrency) < 1:
+        parser.error("--runs, --duration and --concurrency must be positive")
+    if not wrk.available():
+        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+        return 2
+    from trio_counters.transport import DEFAULT_TRANSPORT
+
+    print(f"machine: {machine()}")
+    print(
+        f"load: wrk -t1, keep-alive, GET {PATH}, {args.duration:g} s per run, "
+        f"median of {args.runs}; trio_counters' default transport: {DEFAULT_TRANSPORT}"
+    )
+    started = time.monotonic()
+    samples = None
+    try:
+        samples = trio.run(collect, args)
+    except* (ServerError, wrk.WrkError, trio.TooSlowError) as group:
+        for error in leaves(group):
+            print(f"error: {error}", file=sys.stderr)
+    if samples is None:
+        return 1
+    failures = report(args, samples)
+    print(f"\ntargets missed: {failures}; total {time.monotonic() - started:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
