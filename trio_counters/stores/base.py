@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterable
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import trio
 
@@ -33,6 +33,7 @@ __all__ = [
     "RaceStatistics",
     "RedisGuardStatistics",
     "StoreStatistics",
+    "Tracer",
 ]
 
 INT64_MIN = -(2**63)
@@ -166,6 +167,21 @@ class CounterTable:
         return value + 1
 
 
+class Tracer(Protocol):
+    """Told each step of a store operation as it happens (``python -m trio_counters.race``).
+
+    ``kind`` says what the step was; kinds are an open set of strings, each with a
+    documented meaning (docs/race-trace.md), and a store may add its own. ``name``
+    is the counter, ``value`` the number the step read or wrote, ``detail`` the
+    rest. A tracer is called synchronously, from the task taking the step (work
+    in a worker thread is traced before and after ``trio.to_thread.run_sync``),
+    and never blocks or checkpoints: tracing moves no checkpoint, so it cannot
+    change the interleaving it records.
+    """
+
+    def __call__(self, kind: str, name: str, value: int | None = None, /, **detail: Any) -> None: ...
+
+
 class CounterStore(abc.ABC):
     """What the HTTP layer needs from a strategy.
 
@@ -177,6 +193,10 @@ class CounterStore(abc.ABC):
 
     #: The strategy's name, as chosen with ``TRIO_COUNTERS_STORE``.
     strategy: str
+
+    #: Told each step of every operation when set; ``None`` (the default) costs one
+    #: ``is not None`` test per step.
+    tracer: Tracer | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run whatever the store needs while the app serves; report ready once."""

@@ -118,6 +118,10 @@ class ChannelStore(CounterStore):
         # The table's methods never await, so each command is applied whole
         # before the manager looks at the next one. A refusal (or any error of
         # the operation) is captured and goes back to its requester.
+        trace = self.tracer
+        if trace is not None:
+            op = command.operation.__name__.lstrip("_")
+            trace("apply", command.args[0], op=op, command=id(command))
         result = outcome.capture(command.operation, *command.args)
         try:
             command.reply.send_nowait(result)
@@ -133,6 +137,9 @@ class ChannelStore(CounterStore):
         await trio.lowlevel.checkpoint_if_cancelled()
         reply, answer = trio.open_memory_channel[outcome.Outcome[Any]](1)
         command = _Command(operation, args, reply)
+        trace = self.tracer
+        if trace is not None:
+            trace("send", args[0], op=operation.__name__.lstrip("_"), command=id(command))
         with answer:
             try:
                 try:
@@ -142,6 +149,8 @@ class ChannelStore(CounterStore):
                     # call instead of two.
                     self._commands.send_nowait(command)
                 except trio.WouldBlock:
+                    if trace is not None:
+                        trace("send.blocked", args[0], command=id(command))
                     await self._commands.send(command)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise StoreUnavailable(_STOPPED) from None
@@ -149,6 +158,8 @@ class ChannelStore(CounterStore):
                 result = await answer.receive()
             except trio.EndOfChannel:
                 raise StoreUnavailable(_FAILED if self._inbox_open() else _STOPPED) from None
+            if trace is not None:
+                trace("reply", args[0], command=id(command))
         return result.unwrap()
 
     def _inbox_open(self) -> bool:
@@ -164,7 +175,11 @@ class ChannelStore(CounterStore):
         await self._call(self._inc, name)
 
     def _inc(self, name: str) -> None:
-        self._table.set(name, self._table.incremented(name))
+        new_value = self._table.incremented(name)
+        trace = self.tracer
+        if trace is not None:
+            trace("write", name, new_value, was=self._table.get(name))
+        self._table.set(name, new_value)
 
     def statistics(self) -> StoreStatistics:
         channel = self._commands.statistics()

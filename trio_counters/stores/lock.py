@@ -41,10 +41,21 @@ class LockStore(CounterStore):
             self._table.set(name, value)
 
     async def inc(self, name: str) -> None:
+        trace = self.tracer
+        if trace is not None:
+            trace("lock.wanted", name, held=self._lock.locked())
         async with self._lock:
             new_value = self._table.incremented(name)  # read
+            if trace is not None:
+                trace("lock.acquired", name)
+                trace("read", name, new_value - 1)
+                trace("checkpoint", name)
             await trio.sleep(0)  # the naive store's race window, now closed by the lock
+            if trace is not None:
+                trace("write", name, new_value, was=self._table.get(name))
             self._table.set(name, new_value)  # write
+        if trace is not None:
+            trace("lock.released", name)
 
     def statistics(self) -> StoreStatistics:
         lock = self._lock.statistics()

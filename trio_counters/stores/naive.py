@@ -61,12 +61,18 @@ class NaiveStore(CounterStore):
             await trio.lowlevel.checkpoint()  # async methods checkpoint, refusals too
             raise
         sets_at_read = self._sets.get(name, 0)
+        trace = self.tracer
+        if trace is not None:
+            trace("read", name, new_value - 1)
+            trace("checkpoint", name)
         # Stands for the I/O a real store does between read and write. Other
         # tasks run here, read the same old value, and all write the same new
         # one: this checkpoint is what exposes the race.
         await trio.sleep(0)
         current = self._table.get(name)
         self._table.set(name, new_value)  # write, over whatever they wrote
+        if trace is not None:
+            trace("write", name, new_value, was=current, overwrote=current - (new_value - 1))
         self._count_loss(name, sets_at_read, overwritten=current - (new_value - 1))
 
     def _count_loss(self, name: str, sets_at_read: int, *, overwritten: int) -> None:
