@@ -10,9 +10,11 @@ from .app import create_app
 from .config import ConfigError, Settings
 from .transport import install_from_environ as _install_transport
 from .errors import (
+    CounterCorrupt,
     CounterNotFound,
     CounterOverflow,
     StoreError,
+    StoreMisconfigured,
     StoreUnavailable,
     TooManyCounters,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "CounterOverflow",
     "TooManyCounters",
     "StoreUnavailable",
+    "CounterCorrupt",
+    "StoreMisconfigured",
 ]
 
 __version__ = "0.1.0"
@@ -35,5 +39,9 @@ __version__ = "0.1.0"
 # TRIO_COUNTERS_TRANSPORT (fast or stock); see trio_counters/transport/.
 _install_transport()
 
-#: The app hypercorn serves by default, configured from the environment.
-app = create_app()
+#: The app hypercorn serves by default, configured from the environment. A setting
+#: that cannot work stops the server here with one line naming it, not a traceback.
+try:
+    app = create_app()
+except ConfigError as error:
+    raise SystemExit(f"ConfigError: {error}") from None

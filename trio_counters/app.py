@@ -32,9 +32,11 @@ from .config import INITIAL_COUNTERS, Settings
 from .connection import CompleteSends
 from .metrics import RequestRecorder, StoreCollector, stats_document
 from .errors import (
+    CounterCorrupt,
     CounterNotFound,
     CounterOverflow,
     StoreError,
+    StoreMisconfigured,
     StoreUnavailable,
     TooManyCounters,
 )
@@ -50,11 +52,17 @@ __all__ = [
     "ALLOWED_METHODS",
 ]
 
-#: The HTTP status of every store error, in one place.
+#: The HTTP status of every store error, in one place. Only 503 carries
+#: ``Retry-After``: it is the one refusal that trying again may cure.
 STATUS_FOR: dict[type[StoreError], int] = {
     CounterNotFound: 404,
     CounterOverflow: 409,
+    # 409 Conflict: the counter's current state refuses the request, and the client
+    # can resolve it, as RFC 9110 says 409 is for: /set replaces the value.
+    CounterCorrupt: 409,
     TooManyCounters: 507,
+    # 500: the server's own setup is at fault, not the request; no retry will help.
+    StoreMisconfigured: 500,
     StoreUnavailable: 503,
 }
 

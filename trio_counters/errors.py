@@ -5,11 +5,13 @@ Every store raises only these (plus ``trio.Cancelled``, which is never caught)::
     StoreError
     ├── CounterNotFound      the name has never been set          -> 404
     ├── CounterOverflow      an increment would leave int64       -> 409
+    ├── CounterCorrupt       the stored value is not an API value -> 409
     ├── TooManyCounters      a new name past the counter limit    -> 507
+    ├── StoreMisconfigured   the store refuses how it is set up   -> 500
     └── StoreUnavailable     the store cannot answer right now    -> 503
 
 A refused operation changes nothing: each exception is raised before the
-table is written.
+table is written. Only :class:`StoreUnavailable` says that trying again may help.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ __all__ = [
     "StoreError",
     "CounterNotFound",
     "CounterOverflow",
+    "CounterCorrupt",
     "TooManyCounters",
+    "StoreMisconfigured",
     "StoreUnavailable",
 ]
 
@@ -49,6 +53,28 @@ class CounterOverflow(StoreError):
         self.value = value
 
 
+class CounterCorrupt(StoreError):
+    """The stored value is not one the API can show: something else wrote it.
+
+    Only a shared store (``redis``) can hold one. Values follow the API's rule: a
+    signed 64-bit integer in canonical form (ASCII digits, ``-`` as the only sign,
+    no leading zeros), so that what ``/get`` shows is what ``/set`` would store.
+    Reading or incrementing it is refused and changes nothing; ``set`` replaces it.
+    """
+
+    def __init__(self, name: str, stored: str | bytes) -> None:
+        shown = repr(stored[:40])  # repr: one line, whatever the value holds
+        if len(stored) > 40:
+            unit = "bytes" if isinstance(stored, bytes) else "characters"
+            shown += f" (the first 40 of {len(stored)} {unit})"
+        super().__init__(
+            f"{name} holds {shown}, not a signed 64-bit integer in canonical form; "
+            "/set replaces it"
+        )
+        self.name = name
+        self.stored = stored
+
+
 class TooManyCounters(StoreError):
     """Creating one more counter would pass the configured limit.
 
@@ -61,6 +87,15 @@ class TooManyCounters(StoreError):
         )
         self.name = name
         self.limit = limit
+
+
+class StoreMisconfigured(StoreError):
+    """The store refuses how the server is set up: trying again will not help.
+
+    For ``redis``: a database Redis does not have (``DB index is out of range``), a
+    password or user it refuses, or its key holding something other than a hash.
+    Nothing was changed; an operator must act.
+    """
 
 
 class StoreUnavailable(StoreError):

@@ -101,10 +101,11 @@ class RedisGuardStatistics:
     name: ClassVar[str] = "redis"
 
     #: Whether the last call reached Redis: false before the first, after a failure,
-    #: and once the store stops serving.
+    #: after the watchdog dropped a silent connection, and once the store stops serving.
     connected: bool
-    #: Calls answered :class:`StoreUnavailable` (HTTP 503) because of Redis: refused
-    #: or lost connection, an error from Redis, or its silence. Only grows.
+    #: Requests answered :class:`StoreUnavailable` (HTTP 503) because of Redis: refused
+    #: or lost connection, an error from Redis, or its silence. Background attempts to
+    #: reach Redis are not counted. Only grows.
     unavailable: int
     #: Calls queued for the next pipelined batch, not sent yet.
     queued: int

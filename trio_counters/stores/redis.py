@@ -10,8 +10,9 @@ of hosts count exactly:
 - ``set``  ``HSET``, unless the name is new and the hash already holds
   ``max_counters`` fields (``TooManyCounters``); the check and the write are one step.
 - ``inc``  ``HINCRBY`` by 1, only if the field exists (``CounterNotFound``, nothing
-  created); Redis itself refuses to leave the signed 64-bit range
-  (``CounterOverflow``, value unchanged) -- the same rule the HTTP API documents.
+  created) and holds an API value (below); Redis itself refuses to leave the signed
+  64-bit range (``CounterOverflow``, value unchanged) -- the same rule the HTTP API
+  documents.
 - ``i`` and ``j`` are created at 0 only if absent (``HSETNX`` semantics, within the
   limit), when the store first reaches Redis and again after it lost Redis: a
   restart of the server never resets a count.
@@ -19,12 +20,22 @@ of hosts count exactly:
 Every script also returns ``HLEN``, so :meth:`RedisStore.statistics` (which must not
 wait) reports the number of counters as of this worker's last answer from Redis.
 
+**Data written by something else.** A value follows the API's integer rule: a
+signed 64-bit integer in canonical form (ASCII digits, ``-`` as the only sign, no
+leading zeros), exactly what ``set`` writes, so what ``get`` shows is what ``/set``
+would store. Any other value (``05``, ``1_000``, ``٣``, past int64) is
+:class:`CounterCorrupt` for ``get`` and ``inc`` -- ``inc``'s script checks it
+before ``HINCRBY``, which would take some of them -- and ``set`` replaces it. A key
+``trio_counters`` that is not a hash is :class:`StoreMisconfigured` (WRONGTYPE),
+logged, like a database Redis does not have or credentials it refuses.
+
 **Client lifecycle.** Scripts go out through a :class:`.redis_pipeline.PipelinedRedis`
 (one client, one connection, one pipelined write per scheduling round), open only
 in :meth:`RedisStore.serve`, which the app runs in its own nursery for as long as it
 serves; requests never open a client. Leaving ``serve`` (``close()``, or the app's
 nursery cancelled) closes the client and answers whatever was still waiting with
-503. A request cancelled before its call is sent never counts.
+503. A request cancelled before its call is sent never counts. Nothing in ``serve``
+is shielded: cancelling it, even while it first connects, ends it at once.
 
 **Failures.** Automatic retries are off: an increment is not idempotent, and a
 retry after a lost reply would count twice. Any Redis failure -- refused or lost
@@ -33,27 +44,39 @@ connection, a Redis still loading its data, silence -- is :class:`StoreUnavailab
 have counted: it may have reached Redis before the reply was lost.
 
 ``redis_timeout`` bounds **Redis' silence** and connecting, not a request's wait
-(:mod:`.redis_pipeline` says how): a busy worker waits for Redis' replies in order,
-bounded by the app's ``store_timeout`` like every strategy.
+(:mod:`.redis_pipeline` says how; its watchdog notices a stall even when no request
+waits that long): a busy worker waits for Redis' replies in order, bounded by the
+app's ``store_timeout`` like every strategy. The settings refuse a
+``redis_timeout`` that is not below ``store_timeout``, so that a request in a stall
+hears why.
 
-**Startup and recovery.** ``serve`` tries Redis once before it reports ready. If
-Redis is unreachable the server starts anyway and answers 503 until it is back; a
-background task keeps trying every :data:`RECONNECT_INTERVAL` seconds and seeds
-``i`` and ``j`` as soon as Redis answers. Requests reconnect by themselves.
+**Startup and recovery.** ``serve`` tries Redis once, for at most ``redis_timeout``,
+before it reports ready. If Redis cannot be used the server starts anyway, logs why
+and answers 503 (or 500 when Redis refuses the setup) until it can; a background
+task keeps trying every :data:`RECONNECT_INTERVAL` seconds and seeds ``i`` and ``j``
+as soon as Redis answers. Requests reconnect by themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import trio
-from coredis.exceptions import NoScriptError, RedisError
+from coredis.exceptions import AuthenticationError, AuthorizationError, NoScriptError, RedisError
 
-from ..errors import CounterNotFound, CounterOverflow, StoreUnavailable, TooManyCounters
-from .base import CounterStore, RedisGuardStatistics, StoreStatistics
+from ..errors import (
+    CounterCorrupt,
+    CounterNotFound,
+    CounterOverflow,
+    StoreMisconfigured,
+    StoreUnavailable,
+    TooManyCounters,
+)
+from .base import INT64_MAX, INT64_MIN, CounterStore, RedisGuardStatistics, StoreStatistics
 from .redis_pipeline import PipelineClosed, PipelinedRedis, RedisSilent, redact
 
 __all__ = ["RedisStore", "HASH_KEY", "RECONNECT_INTERVAL", "redact"]
@@ -65,10 +88,16 @@ HASH_KEY = "trio_counters"
 #: Seconds between attempts to reach Redis while it is unreachable (for seeding).
 RECONNECT_INTERVAL = 0.5
 
-# Each script: KEYS[1] is the hash. Each returns {HLEN, outcome, ...}. Values go in
-# and out as strings: Lua numbers are doubles and would round int64 values.
+# Each script: KEYS[1] is the hash. Each returns {HLEN, outcome, ...}, or
+# {-1, 'wrongtype', type} when the key holds something other than a hash (checked
+# first, so that Redis' WRONGTYPE error never gets a chance). Values go in and out
+# as strings: Lua numbers are doubles and would round int64 values.
+_WRONGTYPE = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'hash' and kind ~= 'none' then return {-1, 'wrongtype', kind} end
+"""
 
-_GET = """
+_GET = _WRONGTYPE + """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 local n = redis.call('HLEN', KEYS[1])
 if value then return {n, 'ok', value} end
@@ -76,7 +105,7 @@ return {n, 'missing'}
 """
 
 # ARGV: name, value, max_counters
-_SET = """
+_SET = _WRONGTYPE + """
 local n = redis.call('HLEN', KEYS[1])
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   if n >= tonumber(ARGV[3]) then return {n, 'full'} end
@@ -86,12 +115,31 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {n, 'ok'}
 """
 
+# The value must follow the API's rule, as _canonical() below: '0', or an optional
+# '-' and digits with no leading zero, within int64 -- compared byte by byte, not
+# with Lua's '<=', which follows Redis' locale. HINCRBY would take some values the
+# API refuses (past int64 it refuses them, as a generic error), and must never see them.
 # HINCRBY refuses overflow itself ("increment or decrement would overflow") and
 # then changes nothing; pcall turns that refusal into an answer.
-_INC = """
+_INC = _WRONGTYPE + """
+local function canonical(value)
+  if value == '0' then return true end
+  local digits, limit = value, '9223372036854775807'
+  if string.sub(value, 1, 1) == '-' then
+    digits, limit = string.sub(value, 2), '9223372036854775808'
+  end
+  if not string.find(digits, '^[1-9][0-9]*$') or #digits > #limit then return false end
+  if #digits < #limit then return true end
+  for k = 1, #limit do
+    local a, b = string.byte(digits, k), string.byte(limit, k)
+    if a ~= b then return a < b end
+  end
+  return true
+end
 local n = redis.call('HLEN', KEYS[1])
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return {n, 'missing'} end
+if not canonical(value) then return {n, 'corrupt', value} end
 local result = redis.pcall('HINCRBY', KEYS[1], ARGV[1], 1)
 if type(result) == 'table' and result.err then return {n, 'refused', value, result.err} end
 return {n, 'ok'}
@@ -99,7 +147,7 @@ return {n, 'ok'}
 
 # ARGV: max_counters, then the names to create at 0 if absent.
 # Returns {HLEN, names left out because the hash was full...}.
-_SEED = """
+_SEED = _WRONGTYPE + """
 local n = redis.call('HLEN', KEYS[1])
 local limit = tonumber(ARGV[1])
 local left_out = {}
@@ -119,6 +167,24 @@ return {n, unpack(left_out)}
 _SCRIPTS = {"get": _GET, "set": _SET, "inc": _INC, "seed": _SEED}
 _SHA = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 
+# The API's integer rule for stored values, in canonical form (str(int) gives it).
+_CANONICAL = re.compile(r"0|-?[1-9][0-9]{0,18}")
+
+
+def _canonical(stored: object) -> int | None:
+    """The value as an int if it is one the API could have stored, else None."""
+    if not isinstance(stored, str) or _CANONICAL.fullmatch(stored) is None:
+        return None  # bytes: not even UTF-8
+    value = int(stored)
+    return value if INT64_MIN <= value <= INT64_MAX else None
+
+
+def _refuses_setup(error: RedisError) -> bool:
+    """Whether Redis refused the connection's setup (database, credentials), for good."""
+    return isinstance(error, (AuthenticationError, AuthorizationError)) or (
+        "DB index is out of range" in str(error)
+    )
+
 
 class RedisStore(CounterStore):
     strategy = "redis"
@@ -132,13 +198,15 @@ class RedisStore(CounterStore):
         self._where = f"redis at {redact(url)}"
         self._not_serving = f"the redis store is not serving ({self._where})"
         self._initial = tuple(initial)
-        self._redis = PipelinedRedis(url, timeout=timeout)
+        self._redis = PipelinedRedis(url, timeout=timeout, on_silence=self._link_lost)
         # Set only while serve() runs.
         self._serving: trio.CancelScope | None = None
         self._closed = False
         # Set when a call fails: the background task then seeds i and j again
         # as soon as Redis answers (it may have come back without them).
         self._lost = trio.Event()
+        # The misconfiguration last logged, so that each is logged once.
+        self._logged_problem: str | None = None
         # What statistics() reports: as of this worker's last answer from Redis.
         self._counters = 0
         self._connected = False
@@ -154,11 +222,18 @@ class RedisStore(CounterStore):
         with trio.CancelScope() as self._serving:
             try:
                 async with self._redis.open():
-                    if not await self._seed():
-                        logger.warning(
-                            "%s is unreachable: serving anyway, answering 503 until it is back",
-                            self._where,
-                        )
+                    seeded = False
+                    # One redis_timeout in all, connecting included: hypercorn waits
+                    # for this start before it heeds a SIGTERM.
+                    with trio.move_on_after(self.timeout):
+                        seeded = await self._seed()
+                    if not seeded:
+                        self._lost.set()
+                        if self._logged_problem is None:  # else it is logged already
+                            logger.warning(
+                                "%s is unreachable: serving anyway, answering 503 until it is back",
+                                self._where,
+                            )
                     task_status.started()
                     await self._keep_seeded()
             finally:
@@ -182,10 +257,13 @@ class RedisStore(CounterStore):
             logger.info("%s answers again", self._where)
 
     async def _seed(self) -> bool:
-        """Create the initial counters at 0 where absent; whether Redis answered."""
+        """Create the initial counters at 0 where absent; whether Redis answered.
+
+        Not a request: a failure here is not counted in ``statistics().unavailable``.
+        """
         try:
-            reply = await self._call("seed", [str(self.max_counters), *self._initial])
-        except StoreUnavailable:
+            reply = await self._run("seed", [str(self.max_counters), *self._initial])
+        except (StoreUnavailable, StoreMisconfigured):
             return False
         if len(reply) > 1:
             logger.warning(
@@ -194,16 +272,21 @@ class RedisStore(CounterStore):
             )  # fmt: skip
         return True
 
+    def _link_lost(self) -> None:
+        """The pipeline dropped a silent connection, whether or not anyone still waited."""
+        self._connected = False
+        self._lost.set()
+
     # -- the operations ----------------------------------------------------
 
     async def get(self, name: str) -> int:
         reply = await self._call("get", [name])
         if reply[1] == "missing":
             raise CounterNotFound(name)
-        try:
-            return int(reply[2])
-        except ValueError:
-            raise StoreUnavailable(f"{self._where} holds {reply[2]!r} for {name}, not an integer") from None
+        value = _canonical(reply[2])
+        if value is None:
+            raise CounterCorrupt(name, reply[2])
+        return value
 
     async def set(self, name: str, value: int) -> None:
         reply = await self._call("set", [name, str(value), str(self.max_counters)])
@@ -214,10 +297,13 @@ class RedisStore(CounterStore):
         reply = await self._call("inc", [name])
         if reply[1] == "missing":
             raise CounterNotFound(name)
+        if reply[1] == "corrupt":
+            raise CounterCorrupt(name, reply[2])
         if reply[1] == "refused":
             _, _, value, error = reply
             if "overflow" in error:
                 raise CounterOverflow(name, int(value))
+            self._unavailable += 1
             raise StoreUnavailable(f"{self._where} refused to increment {name}: {error}")
 
     def statistics(self) -> StoreStatistics:
@@ -233,7 +319,16 @@ class RedisStore(CounterStore):
     # -- one call, one atomic script --------------------------------------
 
     async def _call(self, script: str, args: Sequence[str]) -> list[Any]:
-        """Run one script; every failure to get its answer is StoreUnavailable."""
+        """Run one script for a request; a 503 counts in ``statistics().unavailable``."""
+        try:
+            return await self._run(script, args)
+        except StoreUnavailable:
+            self._unavailable += 1
+            raise
+
+    async def _run(self, script: str, args: Sequence[str]) -> list[Any]:
+        """Run one script; StoreUnavailable when its answer cannot be had, and
+        StoreMisconfigured when Redis refuses how the store is set up."""
         keys_and_args = (1, HASH_KEY, *args)
         try:
             try:
@@ -247,13 +342,30 @@ class RedisStore(CounterStore):
         except (RedisSilent, TimeoutError):  # TimeoutError: coredis' own connect timeout
             raise self._unavailable_because(f"did not answer within {self.timeout:g} s") from None
         except RedisError as error:  # refused or lost connection, LOADING, READONLY, ...
+            if _refuses_setup(error):
+                self._connected = False
+                raise self._misconfigured(f"refused the connection: {error}") from None
             raise self._unavailable_because(f"failed: {error}") from None
-        self._counters = int(reply[0])
         self._connected = True
+        if reply[0] == -1:  # the key is not a hash
+            raise self._misconfigured(
+                f"holds a {reply[2]} at key {HASH_KEY!r}, not the hash of counters "
+                "(WRONGTYPE): delete or rename that key"
+            )
+        self._counters = int(reply[0])
+        self._logged_problem = None
         return list(reply)
 
     def _unavailable_because(self, reason: str) -> StoreUnavailable:
         self._connected = False
-        self._unavailable += 1
         self._lost.set()
         return StoreUnavailable(f"{self._where} {reason}; try again")
+
+    def _misconfigured(self, reason: str) -> StoreMisconfigured:
+        """Redis refuses the setup: logged once (until it works again), never retried
+        by the request, but the background task keeps checking whether it was fixed."""
+        self._lost.set()
+        if reason != self._logged_problem:
+            self._logged_problem = reason
+            logger.error("%s %s; answering 500 until that is fixed", self._where, reason)
+        return StoreMisconfigured(f"{self._where} {reason}")

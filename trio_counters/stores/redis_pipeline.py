@@ -21,18 +21,24 @@ to its caller: coredis' ``RedisError`` (refused or lost connection, an error
 reply), ``TimeoutError`` (coredis' own bound on connecting), :class:`RedisSilent`,
 or :class:`PipelineClosed`.
 
-**Silence, not waiting.** ``timeout`` bounds Redis' silence, not a call's wait: a
-call gets :class:`RedisSilent` once its connection has received nothing for that
-long since the call was queued (Redis stalled, or a black-holed path -- a TCP
-connection to a host that vanished can stay open for many minutes), and the
-connection is dropped, so the next batch connects afresh. Replies already waiting
-in the kernel, unread because this worker's scheduling round is long, are not
-silence. Connecting (TCP and handshake) is bounded by ``timeout`` too.
+**Silence, watched whoever waits.** ``timeout`` bounds Redis' silence, not a
+call's wait: once a connection with replies owed has received nothing for that
+long since the oldest unanswered batch went out (Redis stalled, or a black-holed
+path -- a TCP connection to a host that vanished can stay open for many minutes),
+every call owed a reply on it gets :class:`RedisSilent`, the connection is dropped,
+``on_silence`` is called, and the next batch connects afresh. A watchdog task does
+this, not the callers: a caller may give up sooner (the app's ``store_timeout``, a
+client that hung up), and if the check waited on callers, a stall with nobody
+waiting long enough would never be noticed -- batches would pile up unsent on the
+stalled connection. The watchdog awaits on every pass, so no ``timeout`` can make
+it spin. Replies already waiting in the kernel, unread because this worker's
+scheduling round is long, are not silence. Connecting (TCP and handshake) is
+bounded by ``timeout`` too.
 
 **Lifecycle.** ``async with redis.open():`` holds the client open and runs the
-dispatcher; leaving the block closes the client and its connection and fails every
-call still waiting with :class:`PipelineClosed`. :meth:`~PipelinedRedis.close`
-refuses new calls at once.
+dispatcher and the watchdog; leaving the block closes the client and its
+connection and fails every call still waiting with :class:`PipelineClosed`.
+:meth:`~PipelinedRedis.close` refuses new calls at once.
 """
 
 from __future__ import annotations
@@ -41,9 +47,8 @@ import contextlib
 import dataclasses
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import coredis
 import trio
@@ -53,25 +58,18 @@ from coredis.connection import BaseConnection
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
+from ..config import redact
+
 __all__ = ["PipelineClosed", "PipelinedRedis", "RedisSilent", "redact"]
 
 
 class RedisSilent(Exception):
-    """Redis sent nothing for a whole ``timeout``."""
+    """Redis sent nothing for a whole ``timeout`` while it owed replies."""
 
 
 class PipelineClosed(Exception):
     """The client is not open (not yet, or no longer): the call was not sent, or its
     reply will never be read."""
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _unread(connection: BaseConnection) -> bool:
@@ -92,9 +90,6 @@ class _Call:
     """One queued command and, once the dispatcher has it back, its reply."""
 
     command: CommandRequest[Any]
-    queued_at: float = dataclasses.field(default_factory=time.perf_counter)
-    #: The connection it went out on; None until its batch is sent.
-    connection: BaseConnection | None = None
     #: Its requester has gone (cancelled or timed out): if not sent yet, never send it.
     abandoned: bool = False
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
@@ -107,12 +102,28 @@ class _Call:
             self.done.set()
 
 
+@dataclasses.dataclass(eq=False)
+class _Batch:
+    """Calls sent together on one connection, whose replies are owed."""
+
+    connection: BaseConnection
+    calls: list[_Call]
+    #: coredis' request for the whole batch: awaited by _deliver, complete once
+    #: every reply is in.
+    request: Any = None
+    sent_at: float = dataclasses.field(default_factory=time.perf_counter)
+
+
 class PipelinedRedis:
     """One coredis client and one connection, shared by every task through a queue."""
 
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(
+        self, url: str, *, timeout: float, on_silence: Callable[[], None] = lambda: None
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        #: Called when the watchdog drops a silent connection (whoever was waiting).
+        self.on_silence = on_silence
         # Set only while open() holds the client, and not after close().
         self._client: coredis.Redis[str] | None = None
         self._closed = False
@@ -121,6 +132,10 @@ class PipelinedRedis:
         self._queued = trio.Event()
         # The one connection every batch goes out on (Redis answers in order).
         self._connection: BaseConnection | None = None
+        # Batches sent and not yet handed out, in the order sent; the event that
+        # wakes the watchdog when one is sent.
+        self._in_flight: list[_Batch] = []
+        self._sent = trio.Event()
 
     @property
     def queued(self) -> int:
@@ -138,13 +153,14 @@ class PipelinedRedis:
             decode_responses=True,
             retry_policy=NoRetryPolicy(),  # never resend a command whose reply was lost
             connect_timeout=self.timeout,
-            # No per-reply timeout: _wait() times Redis' silence instead.
+            # No per-reply timeout: the watchdog times Redis' silence instead.
         )
         async with client:
             self._client = client
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._dispatch, client, nursery)
+                    nursery.start_soon(self._watch_silence)
                     yield
                     nursery.cancel_scope.cancel()
             finally:
@@ -152,6 +168,7 @@ class PipelinedRedis:
                 for call in self._queue:
                     call.resolve(PipelineClosed())
                 self._queue.clear()
+                self._in_flight.clear()  # each _deliver, cancelled, failed its calls
 
     def close(self) -> None:
         """Refuse new calls from now on; the client closes when ``open()``'s block ends."""
@@ -167,39 +184,15 @@ class PipelinedRedis:
         self._queue.append(call)
         self._queued.set()
         try:
-            await self._wait(call)
+            # Always answered: by the reply, by the dispatcher (connecting failed),
+            # by the watchdog (silence) or when open() ends.
+            await call.done.wait()
         except BaseException:
-            call.abandoned = True  # cancelled or silent: if it has not gone out, it never will
+            call.abandoned = True  # cancelled: if it has not gone out, it never will
             raise
         if isinstance(call.result, BaseException):
             raise call.result
         return call.result
-
-    async def _wait(self, call: _Call) -> None:
-        """Wait for the reply as long as Redis keeps sending; RedisSilent once the
-        connection has had nothing from Redis for ``timeout`` since the call was
-        queued."""
-        heard = call.queued_at
-        while True:
-            connection = call.connection
-            if connection is not None:
-                heard = max(heard, connection.statistics.last_byte_received_at)
-            remaining = heard + self.timeout - time.perf_counter()
-            if remaining > 0:
-                with trio.move_on_after(remaining):
-                    await call.done.wait()
-                    return
-            elif connection is None:
-                # Not sent yet: the dispatcher sends it or, if connecting takes
-                # longer than the timeout, fails it.
-                heard = time.perf_counter()
-            elif _unread(connection):
-                # Redis has answered; this worker has not read it yet (a long
-                # scheduling round under load is not Redis' silence).
-                heard = time.perf_counter()
-            else:
-                connection.invalidate("redis sent nothing for a whole timeout")
-                raise RedisSilent
 
     async def _dispatch(self, client: coredis.Redis[str], nursery: trio.Nursery) -> None:
         """Send what is queued as one batch, over and over; never raises for Redis."""
@@ -216,10 +209,11 @@ class PipelinedRedis:
             calls, self._queue = [call for call in self._queue if not call.abandoned], []
             if not calls:
                 continue
-            for call in calls:
-                call.connection = connection
-            batch = connection.create_request_batch([call.command for call in calls])
-            nursery.start_soon(self._deliver, batch, calls)
+            batch = _Batch(connection, calls)
+            batch.request = connection.create_request_batch([call.command for call in calls])
+            self._in_flight.append(batch)
+            self._sent.set()
+            nursery.start_soon(self._deliver, batch)
 
     async def _live_connection(self, client: coredis.Redis[str]) -> BaseConnection:
         connection = self._connection
@@ -235,13 +229,58 @@ class PipelinedRedis:
             return connection
         raise RedisSilent
 
-    async def _deliver(self, batch: Any, calls: list[_Call]) -> None:
+    async def _deliver(self, batch: _Batch) -> None:
         try:
-            results = await batch  # in order; a lost connection fails the rest
+            results = await batch.request  # in order; a lost connection fails the rest
         except BaseException:
             # Cancelled: the client is closing. Nobody waits forever.
-            for call in calls:
+            for call in batch.calls:
                 call.resolve(PipelineClosed())
             raise
-        for call, result in zip(calls, results, strict=True):
+        finally:
+            if batch in self._in_flight:
+                self._in_flight.remove(batch)
+        for call, result in zip(batch.calls, results, strict=True):
             call.resolve(result)
+
+    async def _watch_silence(self) -> None:
+        """Drop the connection once Redis, owing replies, has been silent for ``timeout``.
+
+        Every pass awaits (a checkpoint even when there is nothing to wait for), so
+        no ``timeout`` can make this loop spin.
+        """
+        # When the watchdog last found replies waiting unread, and on which connection.
+        unread: tuple[BaseConnection | None, float] = (None, -float("inf"))
+        while True:
+            owed = [batch for batch in self._in_flight if not batch.request.complete]
+            if not owed:
+                await self._sent.wait()
+                self._sent = trio.Event()
+                continue
+            oldest = min(owed, key=lambda batch: batch.sent_at)
+            connection = oldest.connection
+            heard = max(oldest.sent_at, connection.statistics.last_byte_received_at)
+            if unread[0] is connection:
+                heard = max(heard, unread[1])
+            quiet_for = time.perf_counter() - heard
+            if quiet_for < self.timeout:
+                await trio.sleep(self.timeout - quiet_for)
+            elif _unread(connection):
+                # Redis has answered; this worker has not read it yet (a long
+                # scheduling round under load is not Redis' silence).
+                unread = (connection, time.perf_counter())
+                await trio.lowlevel.checkpoint()
+            else:
+                self._drop(connection)
+                await trio.lowlevel.checkpoint()
+
+    def _drop(self, connection: BaseConnection) -> None:
+        """Fail every call owed a reply on ``connection`` with RedisSilent, and drop it."""
+        for batch in [batch for batch in self._in_flight if batch.connection is connection]:
+            self._in_flight.remove(batch)
+            for call in batch.calls:
+                call.resolve(RedisSilent())
+        connection.invalidate("redis sent nothing for a whole timeout")
+        if self._connection is connection:
+            self._connection = None
+        self.on_silence()
