@@ -29,7 +29,8 @@ model, and under k increments of one name started together it ends at exactly
 
 Each hypothesis example runs in its own ``trio.run`` (pytest-trio wraps the inner test),
 so every example gets a fresh store or app, its lifespan (the channel manager) running;
-the ``wipe`` fixture empties a shared store's table (Redis) before each example.
+the ``wipe`` fixture (conftest.py) empties a shared store's table (Redis) before each
+example. The conftest's hypothesis profile drops the per-example deadline.
 """
 
 from __future__ import annotations
@@ -42,20 +43,14 @@ from urllib.parse import urlencode
 
 import pytest
 import trio
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from trio_counters import create_app
-from trio_counters.config import INITIAL_COUNTERS, SHARED_STRATEGIES
+from trio_counters.config import INITIAL_COUNTERS
 from trio_counters.errors import CounterNotFound, CounterOverflow, StoreError, TooManyCounters
 from trio_counters.stores import INT64_MAX, INT64_MIN, CounterStore
-
-# The fixtures `strategy` and `safe_strategy` are immutable strategy names, and `wipe` a
-# function each example calls, so sharing them between hypothesis examples is safe.
-PROPERTY_SETTINGS = settings(
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+from trio_counters.testing.checks import one_error
 
 # ---------------------------------------------------------------------------------
 # Operations and outcomes
@@ -226,26 +221,6 @@ async def read_state(run: Callable[[Op], Awaitable[Outcome]], store: CounterStor
 
 
 @asynccontextmanager
-async def one_error() -> AsyncIterator[None]:
-    """Re-raise a lone exception out of trio's exception groups, for readable failures."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        leaves = list(_leaves(group))
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
-
-
-def _leaves(group: BaseExceptionGroup) -> Any:
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            yield from _leaves(error)
-        else:
-            yield error
-
-
-@asynccontextmanager
 async def layer(kind: str, strategy: str, max_counters: int) -> AsyncIterator[Any]:
     """A fresh store (its ``serve`` running) or a fresh serving app.
 
@@ -265,21 +240,6 @@ async def layer(kind: str, strategy: str, max_counters: int) -> AsyncIterator[An
         else:
             async with app.test_app():
                 yield HttpLayer(app)
-
-
-@pytest.fixture
-def wipe(request: pytest.FixtureRequest) -> Callable[[], None]:
-    """Empty whatever outlives a store, before each hypothesis example.
-
-    In-process stores start empty; a shared store (``redis``) keeps its table in the
-    conftest's session Redis, which the conftest empties once per *test*, so each
-    *example* empties it again here.
-    """
-    params = getattr(request.node, "callspec", None)
-    chosen = params and (params.params.get("strategy") or params.params.get("safe_strategy"))
-    if chosen in SHARED_STRATEGIES:
-        return request.getfixturevalue("redis_server").flush  # type: ignore[no-any-return]
-    return lambda: None
 
 
 # ---------------------------------------------------------------------------------
@@ -476,7 +436,7 @@ presets = st.dictionaries(
 
 
 @pytest.mark.parametrize("kind", ["store", "http"])
-@settings(PROPERTY_SETTINGS, max_examples=50)
+@settings(max_examples=50)
 @given(data=st.data(), limit=max_counters, pool=name_pools)
 async def test_sequential_operations_match_the_model(
     strategy: str, kind: str, wipe: Callable[[], None], data: st.DataObject, limit: int,
@@ -490,7 +450,7 @@ async def test_sequential_operations_match_the_model(
 
 
 @pytest.mark.parametrize("kind", ["store", "http"])
-@settings(PROPERTY_SETTINGS, max_examples=30)
+@settings(max_examples=30)
 @given(data=st.data(), limit=max_counters, pool=name_pools)
 async def test_operations_started_together_end_where_the_model_says(
     safe_strategy: str, kind: str, wipe: Callable[[], None], data: st.DataObject, limit: int,
@@ -511,7 +471,7 @@ async def test_operations_started_together_end_where_the_model_says(
             model.values = after  # the model adopts whichever order the batch landed in
 
 
-@settings(PROPERTY_SETTINGS, max_examples=60)
+@settings(max_examples=60)
 @given(
     data=st.data(),
     limit=max_counters,

@@ -15,6 +15,13 @@ over ``redis`` against the session's redis-server (see conftest.py). Here:
 - Redis stalled with SIGSTOP mid-load: 503 within ``redis_timeout``, nothing hangs,
   recovery on SIGCONT.
 
+- Redis refusing the setup (a database it does not have, a password): 500, logged
+  once as exactly that, never as "unreachable";
+- the pipeline's watchdog: a stall is noticed and the connection dropped even when
+  every caller gave up first, and no timeout can make it spin;
+- the start: cancelling ``serve()`` while it first connects to a black-holed Redis
+  ends it at once.
+
 Every load loop is bounded in count and time and speaks only to 127.0.0.1.
 """
 
@@ -23,18 +30,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from functools import partial
 
 import pytest
 import trio
 
-from client import Connection, request
-from hypercorn_process import Server, run_hypercorn
-from trio_counters.testing.redis import RedisServer, free_port
 from trio_counters import create_app
 from trio_counters.config import DEFAULT_REDIS_URL, ConfigError, Settings
-from trio_counters.errors import StoreUnavailable, TooManyCounters
+from trio_counters.errors import StoreMisconfigured, StoreUnavailable, TooManyCounters
 from trio_counters.stores import RedisGuardStatistics, make_store
 from trio_counters.stores.redis import RECONNECT_INTERVAL, RedisStore, redact
+from trio_counters.stores.redis_pipeline import PipelinedRedis, RedisSilent
+from trio_counters.testing import Connection, Server, request, run_server
+from trio_counters.testing.redis import RedisServer, command, free_port
 
 #: Bounds for a loaded 2-core machine; a pass never waits for them.
 PROMPT = 5
@@ -57,10 +65,17 @@ def test_redis_settings_default_come_from_the_environment_and_are_checked() -> N
     assert (settings.store, settings.redis_url, settings.redis_timeout) == (
         "redis", "redis://10.0.0.5:6380/2", 0.25
     )  # fmt: skip
-    with pytest.raises(ConfigError, match="redis_url must start with"):
+    with pytest.raises(ConfigError) as caught:
         Settings.resolve(environ={"TRIO_COUNTERS_REDIS_URL": "localhost:6379"})
-    with pytest.raises(ConfigError, match="redis_timeout must be above 0"):
+    assert str(caught.value) == (
+        "TRIO_COUNTERS_REDIS_URL (redis_url) must start with redis://, rediss:// or unix://, "
+        "got 'localhost:6379'"
+    )
+    with pytest.raises(ConfigError) as caught:
         Settings.resolve(environ={"TRIO_COUNTERS_REDIS_TIMEOUT": "0"})
+    assert str(caught.value) == (
+        "TRIO_COUNTERS_REDIS_TIMEOUT (redis_timeout) must be a number of seconds from 0.01 to 30, got 0.0"
+    )
 
 
 def test_passwords_stay_out_of_messages() -> None:
@@ -72,8 +87,10 @@ def test_passwords_stay_out_of_messages() -> None:
 # -- stores on one Redis, in process ------------------------------------------
 
 
-def _store(url: str, max_counters: int = 1000) -> RedisStore:
-    store = make_store("redis", max_counters=max_counters, initial=("i", "j"), redis_url=url)
+def _store(url: str, max_counters: int = 1000, timeout: float = 1.0) -> RedisStore:
+    store = make_store(
+        "redis", max_counters=max_counters, initial=("i", "j"), redis_url=url, redis_timeout=timeout
+    )
     assert isinstance(store, RedisStore)
     return store
 
@@ -166,7 +183,11 @@ async def test_unreachable_at_start_answers_503_then_serves_and_seeds_by_itself(
             assert body.startswith(f"redis at {url} failed: ") and body.endswith("; try again\n")
             stats = json.loads(await (await client.get("/stats")).get_data(as_text=True))
             assert stats["redis"]["connected"] is False
-            assert stats["redis"]["unavailable"] >= 1
+            # Requests answered 503, not the background task's attempts to reach Redis.
+            assert stats["redis"]["unavailable"] == 1
+            await trio.sleep(RECONNECT_INTERVAL * 2.5)  # two more background attempts
+            stats = json.loads(await (await client.get("/stats")).get_data(as_text=True))
+            assert stats["redis"]["unavailable"] == 1
 
             redis = RedisServer(port=port)
             try:
@@ -188,9 +209,7 @@ async def test_unreachable_at_start_answers_503_then_serves_and_seeds_by_itself(
 
 async def _start_server(nursery: trio.Nursery, url: str, *args: str, **env: str) -> Server:
     environment = {"TRIO_COUNTERS_STORE": "redis", "TRIO_COUNTERS_REDIS_URL": url, **env}
-    return await nursery.start(
-        lambda task_status: run_hypercorn(env=environment, args=args, task_status=task_status)
-    )
+    return await nursery.start(partial(run_server, env=environment, args=args))
 
 
 async def _value(port: int) -> int:
@@ -340,3 +359,153 @@ async def test_requests_during_shutdown_of_the_store_are_unavailable_not_errors(
         store.close()
     with pytest.raises(StoreUnavailable, match="not serving"):
         await store.inc("i")
+
+
+# -- Redis refusing the setup ---------------------------------------------------
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "trio_counters.stores.redis"]
+
+
+async def test_a_database_redis_does_not_have_is_reported_as_exactly_that(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The URL's database is checked at start only for its form: how many a Redis has
+    is its own configuration (16 by default), so Redis' refusal is what is reported."""
+    url = redis_server.url(99)
+    app = create_app(store="redis", redis_url=url)
+    with trio.fail_after(PROMPT):
+        async with app.test_app():
+            client = app.test_client()
+            for path in ("/get?name=i", "/inc?name=i", "/set?name=x&val=1"):
+                response = await client.get(path)
+                assert response.status_code == 500, path
+                assert "Retry-After" not in response.headers  # retrying will not help
+                assert await response.get_data(as_text=True) == (
+                    f"redis at {url} refused the connection: DB index is out of range\n"
+                )
+            await trio.sleep(RECONNECT_INTERVAL * 1.5)  # the background task checks again
+            stats = json.loads(await (await client.get("/stats")).get_data(as_text=True))
+    assert (stats["redis"]["connected"], stats["redis"]["unavailable"]) == (False, 0)
+    # Logged once, at start, and never as "unreachable".
+    assert _logged(caplog) == [
+        f"redis at {url} refused the connection: DB index is out of range; "
+        "answering 500 until that is fixed"
+    ]
+
+
+async def test_a_password_redis_refuses_is_reported_as_such_and_kept_out_of_messages() -> None:
+    with RedisServer() as redis:
+        command(redis.port, "CONFIG", "SET", "requirepass", "secret")
+        url = f"redis://:wrong@127.0.0.1:{redis.port}/0"
+        store = _store(url)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.serve)
+            with pytest.raises(StoreMisconfigured) as caught:
+                await store.inc("i")
+            store.close()
+    assert str(caught.value) == (
+        f"redis at redis://:***@127.0.0.1:{redis.port}/0 refused the connection: "
+        "invalid username-password pair or user is disabled."
+    )
+
+
+# -- the pipeline's watchdog ------------------------------------------------------
+
+
+async def test_a_stall_is_noticed_even_when_every_caller_gives_up_first() -> None:
+    """Each caller here gives up long before redis_timeout, as a request past its
+    store_timeout or a client that hung up does. The stall must still be noticed and
+    the connection dropped (it used to stay, connected: true, with every later batch
+    piling up on it), and service must resume by itself."""
+    with RedisServer() as redis:
+        store = _store(redis.url(), timeout=0.3)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.serve)
+            await store.inc("i")
+            assert store.statistics().guard == RedisGuardStatistics(connected=True, unavailable=0, queued=0)
+            redis.pause()
+            try:
+
+                async def give_up_soon() -> None:
+                    with trio.move_on_after(0.05):
+                        await store.inc("i")
+
+                async with trio.open_nursery() as callers:
+                    for _ in range(20):
+                        callers.start_soon(give_up_soon)
+                with trio.fail_after(PROMPT):
+                    while store.statistics().guard.connected:
+                        await trio.sleep(0.01)
+                # Nobody was answered 503 by the store, and nothing piles up: at most
+                # the background task's probe waits for a new connection.
+                guard = store.statistics().guard
+                assert (guard.connected, guard.unavailable) == (False, 0)
+                assert guard.queued <= 1
+            finally:
+                redis.resume()
+            with trio.fail_after(PROMPT):  # the background task reconnects by itself
+                while not store.statistics().guard.connected:
+                    await trio.sleep(0.05)
+            assert await store.get("i") >= 1
+            store.close()
+
+
+async def test_no_timeout_can_make_the_pipeline_spin(redis_url: str) -> None:
+    """redis_pipeline's old _wait() looped without an await once the timeout was
+    shorter than one scheduling round (redis_timeout=1e-6: 100 % CPU, no answer).
+    The settings now refuse such a timeout; the pipeline's own loops await on every
+    pass anyway, so even 1e-6 s only makes calls fail fast."""
+    pipeline = PipelinedRedis(redis_url, timeout=PROMPT)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.001)
+
+    async with pipeline.open():
+        assert await pipeline.execute(b"PING") == "PONG"  # connected with a sane timeout
+        pipeline.timeout = 1e-6  # below any setting: the watchdog alone is on trial
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            with trio.fail_after(PROMPT):
+                for _ in range(20):
+                    try:
+                        assert await pipeline.execute(b"PING") == "PONG"
+                    except RedisSilent:
+                        pass
+                    await trio.sleep(0.002)
+            nursery.cancel_scope.cancel()
+    assert ticks >= 10  # the rest of the worker kept running throughout
+
+
+# -- the start ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", ["cancelled", "closed"])
+async def test_serve_stops_at_once_while_it_first_connects_to_a_black_holed_redis(stop: str) -> None:
+    """A listener that never answers: the kernel completes the TCP handshake, Redis'
+    never comes. serve() shields nothing, so it ends at once, not after redis_timeout.
+
+    (Under hypercorn a SIGTERM in that window still waits for the start: hypercorn's
+    trio worker begins to watch for shutdown only after the lifespan startup has
+    completed and it has logged "Running on" -- worker_serve() in hypercorn/trio/run.py.
+    serve() bounds that start by one redis_timeout, at most 30 s.)"""
+    with trio.socket.socket() as listener:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        store = _store(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", timeout=20)
+        start = trio.current_time()
+        with trio.fail_after(PROMPT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(store.serve)
+                await trio.sleep(0.2)  # well into the first connect
+                if stop == "cancelled":
+                    nursery.cancel_scope.cancel()
+                else:
+                    store.close()
+        assert trio.current_time() - start < 2
+    assert store.statistics().guard.connected is False

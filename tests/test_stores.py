@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_counters.config import Settings
+from trio_counters.config import SAFE_STRATEGIES, Settings
 from trio_counters.errors import CounterNotFound, CounterOverflow, StoreUnavailable, TooManyCounters
 from trio_counters.stores import (
     INT64_MAX,
@@ -23,8 +23,6 @@ from trio_counters.stores import (
     LockGuardStatistics,
     make_store,
 )
-
-from conftest import SAFE_STRATEGIES
 
 
 @pytest.fixture

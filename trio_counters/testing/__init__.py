@@ -6,6 +6,9 @@
 - :mod:`.http`     raw HTTP/1.1 over trio sockets: an h11 client, and byte-level
   exchanges for requests no client library would send
 - :mod:`.redis`    a real ``redis-server`` for the ``redis`` strategy, on a free port
+- :mod:`.checks`   what end-to-end tests check beyond one answer: a witness client
+  that keeps asking while others misbehave, a log free of tracebacks, a lone
+  error out of an exception group
 
 Everything here targets 127.0.0.1 only, and every wait is bounded.
 """

@@ -1,0 +1,164 @@
+"""The trio transport in this process: hypercorn's ``worker_serve`` with the stock or
+the fast ``TCPServer``, serving small ASGI apps that the real app cannot stand in for.
+
+A streamed body and a response head are never held back while the app waits; the
+fast transport closes after HTTP/1.0 and ``Connection: close`` even for a plain
+QuartTrio app without trio_counters' close fix; and that fix (``CompleteSends``)
+shields sends on the stock transport and steps aside on the fast one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import hypercorn.trio.run as run_module
+import pytest
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer as StockTCPServer
+from quart_trio import QuartTrio
+
+from trio_counters.connection import CompleteSends
+from trio_counters.testing import HOST, Raw, get_bytes
+from trio_counters.transport import FastTCPServer
+
+#: Only guards against a hang: a pass never comes near it.
+HANG = 30.0
+
+
+async def serve_in_process(
+    nursery: trio.Nursery, app: Any, tcp_server: type, **settings: Any
+) -> int:
+    """hypercorn's trio worker_serve, in this process, with ``tcp_server``; its port."""
+    run_module.TCPServer = tcp_server  # restored by the fixture below
+    config = Config()
+    config.bind = [f"{HOST}:0"]
+    for name, value in settings.items():
+        setattr(config, name, value)
+    binds = await nursery.start(partial(run_module.worker_serve, ASGIWrapper(app), config))
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol for the bare test apps below: nothing to start or stop."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+@pytest.fixture
+def restore_tcp_server(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], type]:
+    monkeypatch.setattr(run_module, "TCPServer", run_module.TCPServer)
+    return lambda kind: FastTCPServer if kind == "fast" else StockTCPServer
+
+
+async def test_streamed_body_is_not_held_while_the_app_waits(
+    transport_kind: str, nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
+) -> None:
+    first_seen = trio.Event()
+
+    async def streaming(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        await first_seen.wait()  # only the client can end this wait
+        await send({"type": "http.response.body", "body": b"second", "more_body": False})
+
+    port = await serve_in_process(nursery, streaming, restore_tcp_server(transport_kind))
+    raw = await Raw.connect(port)
+    await raw.send(get_bytes("/"))
+    with trio.fail_after(HANG):
+        await raw.until(b"first")
+        first_seen.set()
+        await raw.until(b"second")
+        await raw.until(b"0\r\n\r\n")  # the chunked body's end
+    await raw.aclose()
+
+
+async def test_response_head_is_not_held_while_the_app_waits_before_its_body(
+    transport_kind: str, nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
+) -> None:
+    """The fast transport writes a head together with the body that follows it; an
+    app that awaits between the two must still see its head reach the client."""
+    head_seen = trio.Event()
+
+    async def slow_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        headers = [(b"content-length", b"4")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await head_seen.wait()  # only the client can end this wait
+        await send({"type": "http.response.body", "body": b"body"})
+
+    port = await serve_in_process(nursery, slow_body, restore_tcp_server(transport_kind))
+    raw = await Raw.connect(port)
+    for _ in range(2):  # and again on the same connection, after a response
+        head_seen = trio.Event()
+        await raw.send(get_bytes("/"))
+        with trio.fail_after(HANG):
+            await raw.until(b"\r\n\r\n")
+            head_seen.set()
+            assert (await raw.response()).body == b"body"
+    await raw.aclose()
+
+
+async def test_fast_transport_closes_even_without_the_close_fix(
+    nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
+) -> None:
+    """A plain QuartTrio app, no CompleteSends: the fast transport still closes.
+
+    (hypercorn's own TCPServer does not: that is the defect
+    trio_counters/connection.py works around, and why it stays.)
+    """
+    plain = QuartTrio("plain")
+
+    @plain.route("/")
+    async def index() -> str:
+        return "ok"
+
+    keep_alive = 0.5
+    port = await serve_in_process(
+        nursery, plain, restore_tcp_server("fast"), keep_alive_timeout=keep_alive
+    )
+    for request in (get_bytes("/", version="1.0"), get_bytes("/", "Connection: close")):
+        raw = await Raw.connect(port)
+        await raw.send(request)
+        with trio.fail_after(HANG):
+            await raw.closed()
+        assert bytes(raw.buffer).endswith(b"\r\n\r\nok")
+    idle = await Raw.connect(port)
+    await idle.send(get_bytes("/"))
+    assert (await idle.response()).body == b"ok"
+    with trio.fail_after(keep_alive + HANG):
+        await idle.closed()
+
+
+async def test_close_fix_shields_sends_on_the_stock_transport_and_steps_aside_on_fast(
+    transport_kind: str, restore_tcp_server: Callable[[str], type], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CompleteSends lets a send run to its end despite a cancellation -- the stock
+    transport needs that -- and hands the app hypercorn's send as is on the fast one."""
+    monkeypatch.setattr(run_module, "TCPServer", restore_tcp_server(transport_kind))
+    seen: list[str] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        await trio.sleep(0)  # hypercorn's send has checkpoints inside
+        seen.append(message["type"])
+
+    async def app(scope: dict[str, Any], receive: Any, app_send: Any) -> None:
+        seen.append("same send" if app_send is send else "wrapped send")
+        with trio.CancelScope() as cancelled:
+            cancelled.cancel()  # as quart-trio's http.disconnect does mid-send
+            await app_send({"type": "http.response.body"})
+
+    await CompleteSends(app)({"type": "http"}, None, send)
+    if transport_kind == "stock":
+        assert seen == ["wrapped send", "http.response.body"]
+    else:
+        assert seen == ["same send"]
