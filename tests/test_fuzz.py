@@ -40,8 +40,7 @@ from trio_counters import create_app
 from trio_counters.app import MAX_BODY_BYTES, MAX_QUERY_BYTES
 from trio_counters.config import INITIAL_COUNTERS
 from trio_counters.stores import INT64_MAX, INT64_MIN
-
-from test_properties import PROPERTY_SETTINGS, one_error, wipe  # noqa: F401 -- wipe is a fixture
+from trio_counters.testing.checks import one_error
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
 #: Methods that may change a counter (HEAD runs the GET handler).
@@ -306,7 +305,7 @@ async def send(client: Any, request: dict[str, Any]) -> Any:
 # ---------------------------------------------------------------------------------
 
 
-@settings(PROPERTY_SETTINGS, max_examples=80)
+@settings(max_examples=80)
 @given(
     limit=st.integers(len(INITIAL_COUNTERS), len(INITIAL_COUNTERS) + 2),
     preset=st.dictionaries(st.sampled_from(INITIAL_COUNTERS), st.integers(INT64_MAX - 2, INT64_MAX)),
