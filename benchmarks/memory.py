@@ -38,11 +38,10 @@ import time
 
 import trio
 
-from trio_counters.testing import Raw, ServerError, get_bytes, request, rss_kib, serving
+from trio_counters.testing import Raw, get_bytes, request, rss_kib, serving
 
-from .soak import only_interrupts
 from .soak_clients import KeepAliveClient
-from .strategies import ROOT, leaves
+from .strategies import ROOT, run_script
 
 INITIAL = 2  # i and j
 PIPELINE = 100
@@ -183,19 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args.counts = sorted(int(count.replace("_", "")) for count in args.counts.split(","))
     if args.counts[0] <= INITIAL:
         parser.error(f"counts must be above {INITIAL} (i and j exist from the start)")
-    try:
-        return int(trio.run(measure_in_process if args.in_process else measure_server, args))
-    except BaseException as error:  # Ctrl-C: the server is already stopped by now
-        if only_interrupts(error):
-            print("interrupted", file=sys.stderr)
-            return 130
-        found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
-        if not all(isinstance(exc, ServerError) for exc in found):
-            raise
-        for exc in found:  # the server did not start: its own reason, from its log
-            print(f"memory: {exc}", file=sys.stderr)
-        return 1
-
+    return run_script("memory", measure_in_process if args.in_process else measure_server, args)
 
 if __name__ == "__main__":
     sys.exit(main())

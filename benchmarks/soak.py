@@ -45,11 +45,11 @@ import time
 
 import trio
 
-from trio_counters.testing import ServerError, cpu_seconds, request, rss_kib, serving, value_of
+from trio_counters.testing import cpu_seconds, request, rss_kib, serving, value_of
 
 from .soak_clients import BODY_TIMEOUT, DISRUPTED, REQUEST_TIMEOUT, SHARED, SLACK, Books, WellBehaved, loop
 from .soak_misbehaving import Misbehaving
-from .strategies import ROOT, leaves
+from .strategies import ROOT, run_script
 
 #: RSS growth after warm-up that fails the run, in percent.
 MAX_RSS_GROWTH = 10.0
@@ -269,27 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soak: strategy {args.strategy}, {args.seconds:g} s (warm-up {args.warmup:g} s), "
           f"hypercorn --keep-alive {args.keep_alive:g}, transport "
           f"{os.environ.get('TRIO_COUNTERS_TRANSPORT', '(default)')}", flush=True)  # fmt: skip
-    try:
-        measured = trio.run(run, args)
-    except BaseException as error:  # Ctrl-C: the server is already stopped by now
-        if only_interrupts(error):
-            print("interrupted", file=sys.stderr)
-            return 130
-        found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
-        if not all(isinstance(exc, ServerError) for exc in found):
-            raise
-        for exc in found:  # the server did not start: its own reason, from its log
-            print(f"soak: {exc}", file=sys.stderr)
-        return 1
-    return verdict(measured)
+    return run_script("soak", judged_run, args)
 
 
-def only_interrupts(error: BaseException) -> bool:
-    """Whether ``error`` is Ctrl-C alone (a KeyboardInterrupt, or a group of only those)."""
-    if isinstance(error, BaseExceptionGroup):
-        _, rest = error.split(KeyboardInterrupt)
-        return rest is None
-    return isinstance(error, KeyboardInterrupt)
+async def judged_run(args: argparse.Namespace) -> int:
+    """The run, then its verdict as the exit status."""
+    return verdict(await run(args))
 
 
 if __name__ == "__main__":

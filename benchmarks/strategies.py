@@ -9,13 +9,19 @@ Every server runs from the repository root, where hypercorn imports
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TypeVar
 
-from trio_counters.testing import Server, serving
+import trio
 
-__all__ = ["ROOT", "BARE_APP", "strategy_server", "serve_strategy", "leaves"]
+from trio_counters.testing import Server, ServerError, serving
+
+__all__ = ["ROOT", "BARE_APP", "strategy_server", "serve_strategy", "leaves", "run_script"]
+
+T = TypeVar("T")
 
 #: The repository root: hypercorn's working directory.
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +52,29 @@ def leaves(group: BaseExceptionGroup) -> list[BaseException]:
     for exc in group.exceptions:
         found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return found
+
+
+def only_interrupts(error: BaseException) -> bool:
+    """Whether ``error`` is Ctrl-C alone (a KeyboardInterrupt, or a group of only those)."""
+    if isinstance(error, BaseExceptionGroup):
+        _, rest = error.split(KeyboardInterrupt)
+        return rest is None
+    return isinstance(error, KeyboardInterrupt)
+
+
+def run_script(prog: str, main: Callable[[T], Awaitable[int]], args: T) -> int:
+    """``trio.run(main, args)`` as a script's exit status: Ctrl-C is 130 (the harness has
+    stopped the server by then), a server that did not start is 1 with its own reason
+    from its log; anything else is a bug and goes up as a traceback."""
+    try:
+        return int(trio.run(main, args))
+    except BaseException as error:
+        if only_interrupts(error):
+            print("interrupted", file=sys.stderr)
+            return 130
+        found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+        if not all(isinstance(exc, ServerError) for exc in found):
+            raise
+        for exc in found:
+            print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
