@@ -2,7 +2,7 @@
 
 ``TRIO_COUNTERS_TRANSPORT`` selects the fast or the stock transport, and refuses
 anything else; on another hypercorn version, or with an internal the fast transport
-relies on missing, hypercorn's own transport serves, with one warning.
+relies on missing, hypercorn's own transport serves, unguarded, with one warning.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from hypercorn.trio.tcp_server import TCPServer as StockTCPServer
 
 from trio_counters import transport
 from trio_counters.config import ConfigError
-from trio_counters.transport import FastTCPServer, TransportFallbackWarning
+from trio_counters.transport import FastTCPServer, GuardedTCPServer, TransportFallbackWarning
 
 
 @pytest.fixture
 def fresh_install_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_module, "TCPServer", run_module.TCPServer)
+    monkeypatch.setattr(run_module, "worker_serve", run_module.worker_serve)
     monkeypatch.setattr(transport, "_warned", False)
 
 
@@ -65,7 +66,8 @@ def test_the_setting_selects_the_transport(fresh_install_state: None) -> None:
         assert transport.install_from_environ({"TRIO_COUNTERS_TRANSPORT": "fast"}) is True
         assert run_module.TCPServer is FastTCPServer and transport.active() == "fast"
         assert transport.install_from_environ({"TRIO_COUNTERS_TRANSPORT": " Stock "}) is False
-        assert run_module.TCPServer is StockTCPServer and transport.active() == "stock"
+        # stock: hypercorn's own connection handling, guarded so no connection ends the worker
+        assert run_module.TCPServer is GuardedTCPServer and transport.active() == "stock"
         transport.install_from_environ({})
         assert transport.active() == transport.DEFAULT_TRANSPORT
     with pytest.raises(ConfigError, match="TRIO_COUNTERS_TRANSPORT"):

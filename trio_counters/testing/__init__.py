@@ -5,6 +5,7 @@
 - :mod:`.process`  the worker process behind hypercorn's parent: its pid, RSS, CPU time
 - :mod:`.http`     raw HTTP/1.1 over trio sockets: an h11 client, and byte-level
   exchanges for requests no client library would send
+- :mod:`.http2`    hand-built HTTP/2 frames and a small h2 client, for hostile h2 requests
 - :mod:`.redis`    a real ``redis-server`` for the ``redis`` strategy, on a free port
 - :mod:`.checks`   what end-to-end tests check beyond one answer: a witness client
   that keeps asking while others misbehave, a log free of tracebacks, a lone

@@ -51,9 +51,12 @@ __all__ = [
 
 #: Every server here listens on loopback only.
 HOST = "127.0.0.1"
-#: The flags the README's run command adds: a listen backlog that holds 200
-#: simultaneous connects (hypercorn's default of 100 drops some).
-README_ARGS = ("--backlog", "1024")
+#: The flags the README's run command adds: hypercorn serves in its own process, so
+#: a crash exits non-zero (with worker processes its parent exits 0 whatever its
+#: worker did; trio_counters makes SIGTERM and Ctrl-C graceful there), and a listen
+#: backlog that holds 200 simultaneous connects (hypercorn's default of 100 drops
+#: some). A later ``--workers N`` in a test's ``args`` overrides the first.
+README_ARGS = ("--workers", "0", "--backlog", "1024")
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 

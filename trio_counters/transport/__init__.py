@@ -1,12 +1,16 @@
-"""The fast trio transport for hypercorn's worker: the setting, the version pin, the install.
+"""The trio transports for hypercorn's worker: the setting, the version pin, the install.
 
-:func:`install` replaces hypercorn's trio ``TCPServer`` with :class:`FastTCPServer`
-(``hypercorn.trio.run.TCPServer``, which ``worker_serve`` looks up by name) or
-puts hypercorn's own back. The subclass leans on hypercorn's private internals,
-so it is installed only on :data:`CHECKED_HYPERCORN_VERSION` with every internal
-it needs present; otherwise hypercorn is left alone and a
+:func:`install` replaces hypercorn's trio ``TCPServer`` (``hypercorn.trio.run.TCPServer``,
+which ``worker_serve`` looks up by name) with :class:`FastTCPServer`, or with
+:class:`GuardedTCPServer` -- hypercorn's own connection handling, guarded so that
+no connection can end the worker -- and hypercorn's ``worker_serve`` (looked up by
+name in ``trio_worker``) with :func:`~trio_counters.transport.run.worker_serve`,
+which handles SIGTERM and Ctrl-C when hypercorn serves in its own process
+(``--workers 0``). Both lean on hypercorn's private internals, so they are
+installed only on :data:`CHECKED_HYPERCORN_VERSION` with every internal they
+need present; otherwise hypercorn is left alone, unguarded, and a
 :class:`TransportFallbackWarning` is issued, once per process -- the server
-always runs, on one transport or the other. :func:`active` says which.
+always runs. :func:`active` says which transport serves.
 
 Setting: ``TRIO_COUNTERS_TRANSPORT=fast`` or ``stock`` (default:
 :data:`DEFAULT_TRANSPORT`), read by :func:`install_from_environ` when
@@ -25,18 +29,23 @@ import warnings
 from typing import Any
 
 from ..config import ConfigError
+from .guarded import GuardedTCPServer
 from .hypercorn_internals import (
     IMPORT_ERROR as _IMPORT_ERROR,
+    H2Protocol as _H2Protocol,
+    H11Protocol as _H11Protocol,
     StockTaskGroup as _StockTaskGroup,
     StockTCPServer as _StockTCPServer,
     run_module as _run_module,
 )
+from .run import stock_worker_serve as _stock_worker_serve, worker_serve as _worker_serve
 from .tcp_server import FastTCPServer
 
 __all__ = [
     "CHECKED_HYPERCORN_VERSION",
     "ENVIRONMENT_VARIABLE",
     "FastTCPServer",
+    "GuardedTCPServer",
     "TransportFallbackWarning",
     "active",
     "install",
@@ -56,13 +65,18 @@ log = logging.getLogger(__name__)
 
 
 class TransportFallbackWarning(RuntimeWarning):
-    """The fast transport could not be used; hypercorn's own is serving."""
+    """This package's transports could not be used; hypercorn's own, unguarded, is serving."""
 
 
 # What the subclass relies on, by name: checked before it is installed.
 _REQUIRED_METHODS = ("run", "protocol_send", "_read_data", "_close", "_initiate_server_close")
 _REQUIRED_CONFIG = ("keep_alive_timeout", "read_timeout", "ssl_handshake_timeout")
 _REQUIRED_INIT = ["self", "app", "config", "context", "state", "stream"]
+_REQUIRED_PROTOCOL_METHODS = {
+    _H11Protocol: ("handle", "_check_protocol", "_create_stream", "_close_stream", "_send_h11_event"),
+    _H2Protocol: ("initiate", "handle", "_handle_events", "_flush", "send_task"),
+}
+_REQUIRED_WORKER_SERVE = ["app", "config", "sockets", "shutdown_trigger", "task_status"]
 
 _stock_tcp_server: Any = None
 _warned = False
@@ -101,44 +115,56 @@ def _incompatibility() -> str | None:
         return f"hypercorn's Config lacks {', '.join(missing)}"
     if not callable(getattr(_StockTaskGroup, "spawn", None)):
         return "hypercorn's trio TaskGroup lacks spawn"
+    for protocol, names in _REQUIRED_PROTOCOL_METHODS.items():
+        missing = [name for name in names if not callable(getattr(protocol, name, None))]
+        if missing:
+            return f"hypercorn's {protocol.__name__} lacks {', '.join(missing)}"
+    try:
+        parameters = list(inspect.signature(_stock_worker_serve).parameters)
+    except (TypeError, ValueError):
+        parameters = []
+    if parameters != _REQUIRED_WORKER_SERVE:
+        return f"hypercorn's trio worker_serve takes ({', '.join(parameters)}), not the expected"
     return None
 
 
 def install(enabled: bool = True) -> bool:
-    """Make hypercorn's trio worker use :class:`FastTCPServer` (or, if not enabled, its own).
+    """Make hypercorn's trio worker use :class:`FastTCPServer` (or, if not enabled,
+    :class:`GuardedTCPServer`) and this package's ``worker_serve``.
 
-    Returns whether the fast transport is now installed. If it was asked for but
-    this hypercorn is not the checked one, hypercorn is left as it is and a
+    Returns whether the fast transport is now installed. If this hypercorn is not
+    the checked one, hypercorn is left as it is (its own transport, unguarded) and a
     :class:`TransportFallbackWarning` is issued, once per process.
     """
     global _stock_tcp_server, _warned
     if _IMPORT_ERROR is None and _stock_tcp_server is None:
         current = getattr(_run_module, "TCPServer", None)
-        _stock_tcp_server = _StockTCPServer if current is FastTCPServer else current
-    if not enabled:
-        if _IMPORT_ERROR is None and _stock_tcp_server is not None:
-            _run_module.TCPServer = _stock_tcp_server
-        return False
+        ours = current in (FastTCPServer, GuardedTCPServer)
+        _stock_tcp_server = _StockTCPServer if ours else current
     problem = _incompatibility()
     if problem is not None:
         if _IMPORT_ERROR is None and _stock_tcp_server is not None:
             _run_module.TCPServer = _stock_tcp_server
+            if _stock_worker_serve is not None:
+                _run_module.worker_serve = _stock_worker_serve
         if not _warned:
             _warned = True
             warnings.warn(
-                f"trio_counters: using hypercorn's stock trio transport, not the fast one: "
-                f"{problem}. Set {ENVIRONMENT_VARIABLE}=stock to silence this.",
+                f"trio_counters: hypercorn's own trio transport serves, without this "
+                f"package's guards: {problem}",
                 TransportFallbackWarning,
                 stacklevel=2,
             )
         return False
-    _run_module.TCPServer = FastTCPServer
-    log.debug("fast trio transport installed in hypercorn.trio.run")
-    return True
+    _run_module.TCPServer = FastTCPServer if enabled else GuardedTCPServer
+    _run_module.worker_serve = _worker_serve
+    log.debug("%s trio transport installed in hypercorn.trio.run", active())
+    return enabled
 
 
 def active() -> str:
-    """``"fast"`` if hypercorn's trio worker will use :class:`FastTCPServer`, else ``"stock"``."""
+    """``"fast"`` if hypercorn's trio worker will use :class:`FastTCPServer`, else ``"stock"``
+    (:class:`GuardedTCPServer`, or hypercorn's own after a fallback)."""
     if _IMPORT_ERROR is None and getattr(_run_module, "TCPServer", None) is FastTCPServer:
         return "fast"
     return "stock"

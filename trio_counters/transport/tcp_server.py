@@ -6,7 +6,8 @@ watchdog task per connection enforces ``keep_alive_timeout`` and ends when the
 read loop ends, so a dead connection's tasks end at once; an idle connection
 closes as soon as the worker is told to stop, a busy one after its response;
 and the close a ``Closed`` event asks for is shielded, so it always happens.
-Its writes are :class:`~trio_counters.transport.writer.CoalescingWriter`'s.
+It has :class:`~trio_counters.transport.guarded.GuardedTCPServer`'s guards;
+its writes are :class:`~trio_counters.transport.writer.CoalescingWriter`'s.
 Why and how: docs/transport.md.
 """
 
@@ -18,24 +19,25 @@ from typing import Any
 
 import trio
 
+from .guarded import GuardedTCPServer
 from .hypercorn_internals import (
     MAX_RECV,
     Closed,
     ConnectionState,
-    ProtocolWrapper,
     RawData,
-    StockTCPServer,
     Updated,
     parse_socket_addr,
 )
+from .protocol import GuardedProtocolWrapper
 from .task_group import TaskGroup
 from .writer import HIGH_WATER, CoalescingWriter
 
 __all__ = ["FastTCPServer"]
 
 
-class FastTCPServer(CoalescingWriter, StockTCPServer):  # type: ignore[misc,valid-type]
-    """hypercorn's trio ``TCPServer`` with a re-armable idle deadline and coalesced writes."""
+class FastTCPServer(CoalescingWriter, GuardedTCPServer):
+    """hypercorn's trio ``TCPServer`` with a re-armable idle deadline and coalesced writes,
+    and :class:`GuardedTCPServer`'s guards."""
 
     def __init__(self, app: Any, config: Any, context: Any, state: Any, stream: Any) -> None:
         super().__init__(app, config, context, state, stream)
@@ -48,6 +50,8 @@ class FastTCPServer(CoalescingWriter, StockTCPServer):  # type: ignore[misc,vali
         # The tasks inside an HTTP/1.x send() of the app: their bytes wait in
         # the buffer until that send() returns.
         self._in_send: set[trio.lowlevel.Task] = set()
+        # The tasks inside hypercorn's send(None) after the app ended (see protocol_send).
+        self._ending: set[trio.lowlevel.Task] = set()
         # A response head held after its send() for the body, which nearly
         # always follows without a yield and is written with it. A deadline in
         # the past on this scope wakes _write_held at the next scheduling round
@@ -63,9 +67,9 @@ class FastTCPServer(CoalescingWriter, StockTCPServer):  # type: ignore[misc,vali
         # Plain TCP: the trio socket, for direct reads and writes; None under TLS.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
 
-    async def run(self) -> None:
+    async def _serve(self) -> None:
         # As hypercorn's run(), with the idle timer task replaced by the
-        # watchdog, which ends when reading ends.
+        # watchdog, which ends when reading ends (GuardedTCPServer.run calls it).
         try:
             try:
                 with trio.fail_after(self.config.ssl_handshake_timeout):
@@ -86,7 +90,7 @@ class FastTCPServer(CoalescingWriter, StockTCPServer):  # type: ignore[misc,vali
 
             async with TaskGroup(self._coalesce) as task_group:
                 self._task_group = task_group
-                self.protocol = ProtocolWrapper(
+                self.protocol = GuardedProtocolWrapper(
                     self.app,
                     self.config,
                     self.context,
@@ -116,6 +120,16 @@ class FastTCPServer(CoalescingWriter, StockTCPServer):  # type: ignore[misc,vali
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, RawData):
+            if (
+                self._ending
+                and trio.lowlevel.current_task() in self._ending
+                and trio.current_effective_deadline() == -inf
+            ):
+                # hypercorn's 500 for an app cancelled before it answered (at the
+                # graceful shutdown deadline, say): not written, the connection just
+                # closes -- as on hypercorn's own transport, whose locked write raises
+                # Cancelled there. Raised here the same way.
+                await trio.lowlevel.checkpoint()
             if event.data:
                 self._out.append(event.data)
                 self._out_size += len(event.data)

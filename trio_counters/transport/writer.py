@@ -1,12 +1,13 @@
-"""The fast transport's writes: coalesced per ``send()``, in order, never cut short.
+"""The fast transport's writes: coalesced per ``send()``, in order, cut short only at shutdown.
 
 :class:`CoalescingWriter` is the write half of
 :class:`~trio_counters.transport.tcp_server.FastTCPServer`. It guarantees that
 the bytes of a connection reach the socket in the order they were sent, by one
 writer at a time; that a write once begun is never cut by a cancellation (as in
-hypercorn); that at most :data:`HIGH_WATER` bytes wait in memory; and that an
-HTTP/1.x ``send()`` holds nothing while the app awaits, so a streamed body
-still goes out chunk by chunk. Why and how: docs/transport.md.
+hypercorn) before the worker's graceful shutdown deadline; that at most
+:data:`HIGH_WATER` bytes wait in memory; and that an HTTP/1.x ``send()``
+holds nothing while the app awaits, so a streamed body still goes out chunk by
+chunk. Why and how: docs/transport.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from math import inf
 from typing import Any
 
 import trio
+
+from .hypercorn_internals import Closed
 
 __all__ = ["HIGH_WATER", "CoalescingWriter"]
 
@@ -34,10 +37,12 @@ class CoalescingWriter:
     _writing: bool
     _write_done: trio.lowlevel.ParkingLot
     _in_send: set[trio.lowlevel.Task]
+    _ending: set[trio.lowlevel.Task]
     _held: trio.CancelScope
     _holding: bool
     _reading: bool
     _socket: Any
+    _shutdown: Any  # the worker's ShutdownDeadline
 
     async def _flush(self) -> None:
         """Write everything buffered, in order, one write per turn."""
@@ -76,18 +81,40 @@ class CoalescingWriter:
         ``send()`` can wait for the peer's flow control, which must not find our
         bytes still buffered; it, and websockets, write at once. A response head
         is held a little longer, for its body: see :meth:`_hold`.
+
+        Every HTTP ``send(None)`` -- hypercorn's call once the app has ended, which
+        answers 500 if the app never did -- is noted in ``_ending``: see
+        ``FastTCPServer.protocol_send``.
         """
-        if scope.get("type") != "http" or scope.get("http_version") not in ("1.0", "1.1"):
+        if scope.get("type") != "http":
             return send
+        ending = self._ending
+        if scope.get("http_version") not in ("1.0", "1.1"):
+
+            async def send_marked(message: dict[str, Any] | None) -> None:
+                if message is not None:
+                    await send(message)
+                    return
+                task = trio.lowlevel.current_task()
+                ending.add(task)
+                try:
+                    await send(None)
+                finally:
+                    ending.discard(task)
+
+            return send_marked
         in_send = self._in_send
 
         async def send_coalesced(message: dict[str, Any] | None) -> None:
             task = trio.lowlevel.current_task()
             in_send.add(task)
+            if message is None:
+                ending.add(task)
             try:
                 await send(message)
             finally:
                 in_send.discard(task)
+                ending.discard(task)
                 if self._out and self._reading and _is_head(message):
                     self._hold()
                 else:
@@ -109,26 +136,30 @@ class CoalescingWriter:
             await self._flush()
 
     async def _write(self, data: bytes) -> None:
-        """Write all of ``data``; a write once begun is never cut by a cancellation.
+        """Write all of ``data``; a write once begun is cut by nothing but the worker's
+        graceful shutdown deadline, and then raises ``BrokenResourceError``.
 
         On a plain TCP socket, the bytes go to the kernel with one ``os.write``
         when it takes them all (almost always, on a response), with no cancel
-        scope and no yield; only a partial write waits, shielded, for the socket
-        to drain. Otherwise (TLS) this is hypercorn's shielded ``send_all``.
+        scope and no yield; only a partial write waits, shielded until that
+        deadline, for the socket to drain. Otherwise (TLS) this is hypercorn's
+        shielded ``send_all``, with the same bound.
         """
         sock = self._socket
         if sock is None:
-            with trio.CancelScope(shield=True):
+            with self._shutdown.shield() as shield:
                 await self.stream.send_all(data)
-            return
-        sent = self._write_some(sock, data)
-        if sent == len(data):
-            return
-        with trio.CancelScope(shield=True):
-            remaining = memoryview(data)[sent:]
-            while remaining:
-                await trio.lowlevel.wait_writable(sock)
-                remaining = remaining[self._write_some(sock, remaining) :]
+        else:
+            sent = self._write_some(sock, data)
+            if sent == len(data):
+                return
+            with self._shutdown.shield() as shield:
+                remaining = memoryview(data)[sent:]
+                while remaining:
+                    await trio.lowlevel.wait_writable(sock)
+                    remaining = remaining[self._write_some(sock, remaining) :]
+        if shield.cancelled_caught:
+            raise trio.BrokenResourceError("write cut at the graceful shutdown deadline")
 
     @staticmethod
     def _write_some(sock: Any, data: bytes | memoryview) -> int:

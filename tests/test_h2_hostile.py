@@ -1,0 +1,345 @@
+"""Hostile HTTP/2 against the real server, on both transports: no request ends the worker.
+
+hypercorn takes HTTP/2 with prior knowledge (h2c) on the plain port. One request whose
+``:path`` or ``:method`` held a non-ASCII byte used to end the worker (hypercorn decodes
+both as ASCII unchecked); now such a request gets 400 on its stream and the connection
+goes on. The cases below are a fixed table, built from hostile bytes (non-ASCII, control
+bytes, whitespace, empty) put in every pseudo-header and in common headers, plus the
+frames and sequences a server must survive: missing, duplicate and misplaced
+pseudo-headers, oversized header blocks and CONTINUATION abuse, RST_STREAM and GOAWAY at
+odd moments, DATA where none may come, bad SETTINGS, WINDOW_UPDATE, PRIORITY and PING
+frames, CONNECT. Every case runs on a connection of its own against one long-lived server
+per transport, and after every case:
+
+- the server still answers a normal request, and no counter has changed;
+- no answer was a 5xx;
+- a request refused for an undecodable method or target got 400, unless h2 itself
+  refused the header block first (GOAWAY), and then the same connection answered again.
+
+At the end the server has logged no traceback at all: nothing reached the connection
+guard or hypercorn's "Error in ASGI Framework".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+from trio_counters.testing import Server, request, value_of
+from trio_counters.testing.http2 import (
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PING,
+    PRIORITY,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    H2Client,
+    frame,
+    header_block,
+)
+
+#: A bound on one case (connect, send, read the outcome, check the server).
+PATIENCE = 10.0
+
+GET_I = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"), (b":path", b"/get?name=i")]
+INC_I = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"127.0.0.1"), (b":path", b"/inc?name=i")]
+#: An increment whose name comes in a form body: the app waits for the body's end, so
+#: one left open never counts.
+INC_FORM = [*INC_I[:3], (b":path", b"/inc"), (b"content-type", b"application/x-www-form-urlencoded")]
+
+#: Bytes no header should carry, or that h11 would refuse in a request line.
+HOSTILE = {
+    "ff": b"\xff",
+    "utf8": "é".encode(),
+    "continuation-byte": b"\x80",
+    "cjk": "日本".encode(),
+    "nul": b"\x00",
+    "soh": b"\x01",
+    "esc": b"\x1b",
+    "del": b"\x7f",
+    "cr": b"\r",
+    "lf": b"\n",
+    "crlf": b"\r\n",
+    "tab": b"\t",
+    "space": b" ",
+    "percent": b"%",
+    "quote": b'"',
+    "empty": b"",
+}
+#: RFC 9110's token (a method), and a request target as h11 reads it (visible ASCII).
+TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+TARGET = re.compile(rb"[\x21-\x7e]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    #: Sends the case on a fresh connection; the stream whose answer is checked, if any.
+    send: Callable[[H2Client], Awaitable[int | None]]
+    #: That stream must be refused with 400 (or h2 refuses the whole header block).
+    refused: bool = False
+    #: A stream reset is refusal enough (no flow-control window for the 400's body).
+    reset_will_do: bool = False
+
+
+def replaced(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+    return [(key, value if key == name else old) for key, old in headers]
+
+
+def raw(headers: list[tuple[bytes, bytes]], *, end_stream: bool = True) -> Callable[[H2Client], Awaitable[int]]:
+    async def send(client: H2Client) -> int:
+        return await client.raw_request(headers, end_stream=end_stream)
+
+    return send
+
+
+def frames(
+    *data: bytes, stream: list[tuple[bytes, bytes]] | None = None, ended: bool = False
+) -> Callable[[H2Client], Awaitable[None]]:
+    """Raw frames, after a request on stream 1 if ``stream`` gives its headers (a
+    request whose END_STREAM has been sent if ``ended``)."""
+
+    async def send(client: H2Client) -> None:
+        if stream is not None:
+            await client.raw_request(stream, end_stream=ended)
+        await client.send(b"".join(data))
+
+    return send
+
+
+def header_cases() -> list[Case]:
+    cases = []
+    for label, bad in HOSTILE.items():
+        method = b"G" + bad + b"T"
+        cases.append(Case(f":method=G{label}T", raw(replaced(INC_I, b":method", method)), not TOKEN.fullmatch(method)))
+        for where, path in (("query", b"/inc?name=i" + bad), ("path", b"/inc" + bad + b"?name=i")):
+            if not TARGET.fullmatch(path):  # a valid one would count, rightly
+                cases.append(Case(f":path {where} {label}", raw(replaced(INC_I, b":path", path)), True))
+        for name in (b":scheme", b":authority"):
+            cases.append(Case(f"{name.decode()} {label}", raw(replaced(GET_I, name, b"x" + bad))))
+        for name in (b"host", b"x-fuzz", b"content-type", b"content-length", b"cookie", b"accept", b"user-agent"):
+            cases.append(Case(f"{name.decode()}: {label}", raw([*GET_I, (name, b"v" + bad + b"v")])))
+        cases.append(Case(f"header name {label}", raw([*GET_I, (b"x" + bad + b"y", b"v")])))
+    return cases
+
+
+async def data_after_refusal(client: H2Client) -> int:
+    # Refused while the client is still sending: its DATA must be dropped, not fail.
+    stream_id = await client.raw_request(replaced(INC_FORM, b":path", b"/inc\xff"), end_stream=False)
+    await client.send(frame(DATA, 0, stream_id, b"name=i") + frame(DATA, END_STREAM, stream_id, b"&x=1"))
+    return stream_id
+
+
+async def data_after_early_answer(client: H2Client) -> int:
+    # 413 from the announced length, before the body: hypercorn then met DATA for a
+    # stream it had dropped.
+    headers = [*INC_FORM, (b"content-length", b"1000000")]
+    stream_id = await client.raw_request(headers, end_stream=False)
+    await client.response(stream_id)
+    for _ in range(3):
+        await client.send(frame(DATA, 0, stream_id, b"name=i&" * 100))
+    await client.send(frame(DATA, END_STREAM, stream_id, b"x"))
+    return stream_id
+
+
+async def reset_before_body(client: H2Client) -> None:
+    stream_id = await client.raw_request(INC_FORM, end_stream=False)
+    await client.send(frame(DATA, 0, stream_id, b"name=i"))
+    await client.send(frame(RST_STREAM, 0, stream_id, struct.pack(">I", 8)))
+
+
+async def reset_after_request(client: H2Client) -> None:
+    stream_id = await client.raw_request(GET_I)
+    await client.send(frame(RST_STREAM, 0, stream_id, struct.pack(">I", 8)) * 2)
+
+
+async def goaway_after_request(client: H2Client) -> int:
+    stream_id = await client.raw_request(GET_I)
+    await client.send(frame(GOAWAY, 0, 0, struct.pack(">II", stream_id, 0) + b"bye"))
+    return stream_id
+
+
+async def refusal_without_window(client: H2Client) -> int:
+    # No flow-control window for the 400's body: the refusal resets the stream instead.
+    await client.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 0)))
+    return await client.raw_request(replaced(GET_I, b":path", b"/get\xff"))
+
+
+async def too_many_streams(client: H2Client) -> None:
+    for _ in range(110):
+        await client.raw_request(INC_FORM, end_stream=False)
+
+
+async def oversized_block(client: H2Client) -> int:
+    # 80 KiB of headers, over hypercorn's 64 KiB header-list limit, in CONTINUATIONs.
+    block = header_block([*GET_I, *((b"x-big-%d" % n, b"v" * 1000) for n in range(80))])
+    stream_id = client.stream_id()
+    chunks = [block[start : start + 16384] for start in range(0, len(block), 16384)]
+    data = frame(HEADERS, END_STREAM, stream_id, chunks[0])
+    for index, chunk in enumerate(chunks[1:], 1):
+        data += frame(CONTINUATION, END_HEADERS if index == len(chunks) - 1 else 0, stream_id, chunk)
+    await client.send(data)
+    return stream_id
+
+
+async def split_block(client: H2Client) -> int:
+    # A valid request whose header block comes one byte per CONTINUATION: answered.
+    block = header_block(GET_I)
+    stream_id = client.stream_id()
+    data = frame(HEADERS, END_STREAM, stream_id, block[:1])
+    for index in range(1, len(block)):
+        data += frame(CONTINUATION, END_HEADERS if index == len(block) - 1 else 0, stream_id, block[index : index + 1])
+    await client.send(data)
+    return stream_id
+
+
+def structure_cases() -> list[Case]:
+    pseudo = [name for name, _ in INC_I]
+    cases = [
+        *(Case(f"missing {name.decode()}", raw([h for h in INC_I if h[0] != name]), name == b":method")
+          for name in pseudo),
+        *(Case(f"duplicate {name.decode()}", raw([*INC_I, (name, dict(INC_I)[name])])) for name in pseudo),
+        Case("duplicate :path, the second hostile", raw([*INC_I, (b":path", b"/inc\xff")])),
+        Case("pseudo-header after a header", raw([*INC_I[:2], (b"x-a", b"b"), *INC_I[2:]])),
+        Case("unknown pseudo-header", raw([*INC_I, (b":foo", b"bar")])),
+        Case(":status in a request", raw([*INC_I, (b":status", b"200")])),
+        Case("uppercase header name", raw([*INC_I, (b"X-Upper", b"v")])),
+        Case("empty header name", raw([*INC_I, (b"", b"v")])),
+        *(Case(f"connection-specific {name.decode()}", raw([*INC_I, (name, b"x")]))
+          for name in (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")),
+        Case("te: gzip", raw([*INC_I, (b"te", b"gzip")])),
+        Case("CONNECT", raw([(b":method", b"CONNECT"), (b":authority", b"127.0.0.1:1")], end_stream=False), True),
+        Case("extended CONNECT websocket", raw([
+            (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+            (b":authority", b"127.0.0.1"), (b":path", b"/inc?name=i")], end_stream=False), True),
+        Case("content-length disagrees with DATA", frames(
+            frame(DATA, END_STREAM, 1, b"nam"), stream=[*INC_FORM, (b"content-length", b"5")])),
+        Case("DATA after a refusal", data_after_refusal, True),
+        Case("DATA after an early 413", data_after_early_answer),
+        Case("refusal with no flow-control window", refusal_without_window, True, reset_will_do=True),
+        Case("oversized header block", oversized_block),
+        Case("one byte per CONTINUATION", split_block),
+        Case("CONTINUATION without HEADERS", frames(frame(CONTINUATION, END_HEADERS, 1, header_block(GET_I)))),
+        Case("HEADERS then PING before CONTINUATION", frames(
+            frame(HEADERS, END_STREAM, 1, header_block(GET_I)[:3]), frame(PING, 0, 0, b"\0" * 8))),
+        Case("invalid HPACK index", frames(frame(HEADERS, END_STREAM | END_HEADERS, 1, b"\xff\xff\xff\x7f"))),
+        Case("HPACK table size over the limit", frames(frame(HEADERS, END_STREAM | END_HEADERS, 1, b"\x3f\xe1\xff\x03"))),
+        Case("HEADERS on an even stream", frames(frame(HEADERS, END_STREAM | END_HEADERS, 2, header_block(GET_I)))),
+        Case("HEADERS on stream 0", frames(frame(HEADERS, END_STREAM | END_HEADERS, 0, header_block(GET_I)))),
+        Case("stream ids going back", frames(
+            frame(HEADERS, END_STREAM | END_HEADERS, 5, header_block(GET_I)),
+            frame(HEADERS, END_STREAM | END_HEADERS, 3, header_block(INC_I)))),
+        Case("RST_STREAM before the body", reset_before_body),
+        Case("RST_STREAM twice after a request", reset_after_request),
+        Case("RST_STREAM on an idle stream", frames(frame(RST_STREAM, 0, 99, struct.pack(">I", 0)))),
+        Case("RST_STREAM on stream 0", frames(frame(RST_STREAM, 0, 0, struct.pack(">I", 0)))),
+        Case("RST_STREAM of the wrong length", frames(frame(RST_STREAM, 0, 1, b"\0"), stream=INC_FORM)),
+        Case("GOAWAY first", frames(frame(GOAWAY, 0, 0, struct.pack(">II", 0, 2)))),
+        Case("GOAWAY after a request", goaway_after_request),
+        Case("GOAWAY on a stream", frames(frame(GOAWAY, 0, 1, struct.pack(">II", 0, 0)))),
+        Case("GOAWAY too short", frames(frame(GOAWAY, 0, 0, b"\0"))),
+        Case("DATA on stream 0", frames(frame(DATA, 0, 0, b"x"))),
+        Case("DATA on an idle stream", frames(frame(DATA, END_STREAM, 7, b"x"))),
+        Case("DATA after END_STREAM", frames(frame(DATA, 0, 1, b"x"), stream=GET_I, ended=True)),
+        Case("DATA larger than the frame size", frames(frame(DATA, 0, 1, b"x" * 20000), stream=INC_FORM)),
+        Case("WINDOW_UPDATE of 0", frames(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0)))),
+        Case("WINDOW_UPDATE overflowing", frames(frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1)) * 2)),
+        Case("SETTINGS window too large", frames(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 2**31)))),
+        Case("SETTINGS frame size too small", frames(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x5, 100)))),
+        Case("SETTINGS unknown id", frames(frame(SETTINGS, 0, 0, struct.pack(">HI", 0xFA, 1)))),
+        Case("SETTINGS on a stream", frames(frame(SETTINGS, 0, 1, b""))),
+        Case("SETTINGS ACK with a payload", frames(frame(SETTINGS, 1, 0, struct.pack(">HI", 0x4, 1)))),
+        Case("SETTINGS of a bad length", frames(frame(SETTINGS, 0, 0, b"\0\0\0"))),
+        Case("PRIORITY on itself", frames(frame(PRIORITY, 0, 1, struct.pack(">IB", 1, 16)))),
+        Case("PRIORITY on idle streams", frames(*(frame(PRIORITY, 0, n, struct.pack(">IB", n + 2, 16)) for n in range(1, 200, 2)))),
+        Case("PING of a bad length", frames(frame(PING, 0, 0, b"\0"))),
+        Case("PING on a stream", frames(frame(PING, 0, 1, b"\0" * 8))),
+        Case("PUSH_PROMISE from the client", frames(frame(PUSH_PROMISE, END_HEADERS, 1, b"\0\0\0\2" + header_block(GET_I)), stream=INC_FORM)),
+        Case("unknown frame type", frames(frame(0xFA, 0xFF, 1, b"hello"))),
+        Case("too many streams", too_many_streams),
+        Case("garbage after the preface", frames(b"\0" * 9 + b"garbage" * 10)),
+    ]  # fmt: skip
+    return cases
+
+
+CASES = header_cases() + structure_cases()
+
+
+async def state(port: int) -> tuple[int | None, int | None, int]:
+    """The counters the cases might touch, and how many counters there are."""
+    stats = json.loads((await request(port, "/stats")).body)
+    return await value_of(port, "i"), await value_of(port, "j"), stats["counters"]
+
+
+async def run_case(server: Server, case: Case) -> str:
+    """One case on a fresh connection; what the server did, for the failure message."""
+    async with await H2Client.connect(server.port) as client:
+        stream_id = await case.send(client)
+        if stream_id is None:
+            await client.settle()
+            return f"goaway={client.goaway} closed={client.closed}"
+        stream = await client.response(stream_id)
+        outcome = f"status={stream.status} reset={stream.reset} goaway={client.goaway} closed={client.closed}"
+        assert stream.status is None or stream.status < 500, outcome
+        if case.refused:
+            refused = stream.status == 400 or (case.reset_will_do and stream.reset is not None)
+            assert refused or client.goaway is not None, outcome
+            if client.goaway is None and not client.closed and not case.reset_will_do:
+                # Refused on its stream only: the connection answers the next request.
+                again = await client.response(await client.request(GET_I))
+                assert again.status == 200, f"{outcome}; then {again}"
+        return outcome
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_hostile_http2_never_ends_the_worker_nor_changes_a_counter(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    before = await state(server.port)
+    for case in CASES:
+        try:
+            with trio.fail_after(PATIENCE):
+                outcome = await run_case(server, case)
+                assert await state(server.port) == before, f"a counter changed; {outcome}"
+        except (AssertionError, OSError, trio.TooSlowError) as error:
+            raise AssertionError(f"case {case.name!r}: {error!r}\n{server.log[-3000:]}") from error
+    assert server.process.returncode is None
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_a_client_that_never_opens_its_window_cannot_hold_the_shutdown(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """Its answer can never be sent: the app's send waits for flow control (shielded on
+    the stock transport) until the graceful deadline, and no longer."""
+    graceful = 1.0
+    server = await start_server(
+        "lock", "--graceful-timeout", f"{graceful:g}", env={"TRIO_COUNTERS_TRANSPORT": kind}
+    )
+    with trio.fail_after(graceful + 3 * PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            await client.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 0)))  # window 0
+            stream_id = await client.raw_request(replaced(GET_I, b":path", b"/metrics"))
+            assert await client.settle()
+            signalled = trio.current_time()
+            server.send_signal(signal.SIGTERM)
+            code = await server.wait(graceful + PATIENCE)
+            took = trio.current_time() - signalled
+            assert not client.streams[stream_id].ended
+    assert code == 0, server.log
+    assert took <= graceful + 1.0, f"the worker took {took:.2f} s to exit"

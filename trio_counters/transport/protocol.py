@@ -1,0 +1,274 @@
+"""hypercorn's HTTP/1.1 and HTTP/2 protocols, refusing what they would mishandle.
+
+:class:`GuardedProtocolWrapper` is hypercorn's ``ProtocolWrapper`` with these
+protocols in place of its own, for both transports. What each refuses, with 400
+and a one-line ``text/plain`` body, before the app or hypercorn's request
+handling sees it:
+
+* HTTP/1.1 (:class:`GuardedH11Protocol`), then closing the connection: a
+  WebSocket upgrade (the API has none, and hypercorn's WebSocket path over
+  HTTP/1.1 can hold a connection open for ever or fail on bytes sent after the
+  handshake); a request with both ``Content-Length`` and ``Transfer-Encoding``
+  (RFC 9112 section 6.1: a request smuggled inside the body would be served).
+* HTTP/2 (:class:`GuardedH2Protocol`), on that stream only, the connection going
+  on: a ``:method`` that is not an HTTP token or a ``:path`` that is not visible
+  ASCII -- what h11 already refuses on HTTP/1.1, and what hypercorn decodes as
+  ASCII without a check -- and ``CONNECT`` (WebSocket over HTTP/2, or a tunnel).
+
+And one thing HTTP/1.1 owes: a client that sends a whole request and then
+half-closes (``shutdown(SHUT_WR)``) still gets its answer; hypercorn took the
+end of its input for a disconnect and cancelled the request, or not, by a race.
+Why: docs/transport.md.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import h2.errors
+import h2.events
+import h2.exceptions
+import h11
+import trio
+
+from .hypercorn_internals import (
+    Closed,
+    H2CProtocolRequiredError,
+    H2Protocol,
+    H2ProtocolAssumedError,
+    H11Protocol,
+    ProtocolWrapper,
+    RawData,
+)
+
+__all__ = ["GuardedH11Protocol", "GuardedH2Protocol", "GuardedProtocolWrapper"]
+
+#: RFC 9110's token (a method) and RFC 9112's request target as h11 reads it: what
+#: an HTTP/2 request must also be before hypercorn decodes it as ASCII.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+
+NO_WEBSOCKET = "WebSocket is not served here: this API speaks plain HTTP requests only"
+SMUGGLING = "Content-Length and Transfer-Encoding together are refused (RFC 9112 section 6.1)"
+BAD_METHOD = "the request method is not an HTTP token"
+BAD_TARGET = "the request target must be visible ASCII: percent-encode anything else"
+NO_CONNECT = "CONNECT is not served here: this API speaks plain HTTP requests only"
+
+
+def _plain(message: str) -> bytes:
+    return message.encode() + b"\n"
+
+
+def _h11_refusal(request: h11.Request) -> str | None:
+    """Why an HTTP/1.1 request is refused before it reaches the app, or None."""
+    names = set()
+    for name, value in request.headers:  # h11 gives names lowercased
+        names.add(name)
+        if name == b"upgrade" and b"websocket" in value.lower():
+            return NO_WEBSOCKET
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return SMUGGLING
+    return None
+
+
+def _h2_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """Why an HTTP/2 request is refused before hypercorn handles it, or None."""
+    method = path = None
+    for name, value in headers:
+        if name == b":method":
+            method = value
+        elif name == b":path":
+            path = value
+    if method is None or not _TOKEN.fullmatch(method):
+        return BAD_METHOD
+    if method.upper() == b"CONNECT":
+        return NO_CONNECT
+    if path is None or not _TARGET.fullmatch(path):
+        return BAD_TARGET
+    return None
+
+
+class _Refused(Exception):
+    """An HTTP/1.1 request was refused and the connection is closing: read no further."""
+
+
+class GuardedH11Protocol(H11Protocol):  # type: ignore[misc,valid-type]
+    """hypercorn's HTTP/1.1, refusing WebSocket upgrades and Content-Length with
+    Transfer-Encoding, and answering a whole request whose client half-closed."""
+
+    _refusal: str | None = None
+    _refused = False
+    _answered: trio.Event | None = None
+
+    async def handle(self, event: Any) -> None:
+        if self._refused:
+            return  # the connection is closing: nothing more is read
+        try:
+            await super().handle(event)
+        except _Refused:
+            return
+        if (
+            isinstance(event, RawData)
+            and not event.data
+            and self.stream is not None
+            and self.connection.their_state is h11.CLOSED
+        ):
+            # The client sent a whole request, then half-closed: the request was
+            # read and may be applied, so it is answered, if the socket still
+            # takes it, before the connection closes. This is the read loop's
+            # task: it waits here until the response ends, or the connection is
+            # closed another way (a failed write, shutdown).
+            self._answered = trio.Event()
+            await self._answered.wait()
+
+    async def _close_stream(self) -> None:
+        await super()._close_stream()
+        if self._answered is not None:
+            self._answered.set()
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        self._refusal = _h11_refusal(event)
+        if self._refusal is None:
+            await super()._check_protocol(event)  # h2c upgrade, HTTP/2 preface
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        if self._refusal is None:
+            await super()._create_stream(request)
+            return
+        body = _plain(self._refusal)
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+            *self.config.response_headers("h11"),
+        ]
+        self._refused = True
+        await self._send_h11_event(h11.Response(status_code=400, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+        await self.send(Closed())
+        raise _Refused
+
+
+class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
+    """hypercorn's HTTP/2, refusing a stream whose method or path it would fail on
+    (or CONNECT), and dropping data for a stream that has already been answered."""
+
+    async def initiate(
+        self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
+    ) -> None:
+        if headers is None or _h2_refusal(headers) is None:
+            await super().initiate(headers, settings)
+            return
+        # An h2c upgrade whose own request (stream 1) is refused: as hypercorn's
+        # initiate, with the refusal in place of the request.
+        self.connection.initiate_upgrade_connection(settings)
+        await self._refuse(1, _h2_refusal(headers))  # type: ignore[arg-type]
+        self.task_group.spawn(self.send_task)
+
+    async def _handle_events(self, events: list[Any]) -> None:
+        # One event at a time, since whether a stream exists depends on the
+        # events before it.
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                refusal = _h2_refusal(event.headers)
+                if refusal is not None and not self.context.terminated.is_set():
+                    await self._refuse(event.stream_id, refusal)
+                    continue
+            elif isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
+                # Its stream was refused, or answered before its body ended
+                # (hypercorn then fails on the missing stream): give the client
+                # its flow-control credit back and drop the data.
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+                await self._flush()
+                continue
+            await super()._handle_events([event])
+
+    async def _refuse(self, stream_id: int, message: str) -> None:
+        """400 with ``message`` on ``stream_id``, then a reset if the client is still sending."""
+        body = _plain(message)
+        try:
+            self.connection.send_headers(
+                stream_id,
+                [
+                    (b":status", b"400"),
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"%d" % len(body)),
+                    *self.config.response_headers("h2"),
+                ],
+            )
+            try:
+                self.connection.send_data(stream_id, body, end_stream=True)
+            except h2.exceptions.FlowControlError:  # no window for it: the reset says enough
+                self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            else:
+                if not self.connection.streams[stream_id].closed:
+                    # RFC 9113 section 8.1: a complete response before the request
+                    # is complete, then RST_STREAM with NO_ERROR.
+                    self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except (h2.exceptions.ProtocolError, KeyError):
+            pass  # the client has reset or closed the stream meanwhile
+        await self._flush()
+
+
+class GuardedProtocolWrapper(ProtocolWrapper):  # type: ignore[misc,valid-type]
+    """hypercorn's ``ProtocolWrapper`` with :class:`GuardedH11Protocol` and
+    :class:`GuardedH2Protocol` in place of its own protocols."""
+
+    def __init__(
+        self,
+        app: Any,
+        config: Any,
+        context: Any,
+        task_group: Any,
+        state: Any,
+        ssl: bool,
+        client: Any,
+        server: Any,
+        send: Any,
+        alpn_protocol: str | None = None,
+    ) -> None:
+        # As hypercorn's, without building its own protocol first.
+        self.app = app
+        self.config = config
+        self.context = context
+        self.task_group = task_group
+        self.ssl = ssl
+        self.client = client
+        self.server = server
+        self.send = send
+        self.state = state
+        protocol = GuardedH2Protocol if alpn_protocol == "h2" else GuardedH11Protocol
+        self.protocol = self._new(protocol)
+
+    def _new(self, protocol: type) -> Any:
+        return protocol(
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.state,
+            self.ssl,
+            self.client,
+            self.server,
+            self.send,
+        )
+
+    async def handle(self, event: Any) -> None:
+        # As hypercorn's: HTTP/1.1 hands over to HTTP/2 on a preface or an h2c upgrade.
+        try:
+            return await self.protocol.handle(event)  # type: ignore[no-any-return]
+        except H2ProtocolAssumedError as error:
+            self.protocol = self._new(GuardedH2Protocol)
+            await self.protocol.initiate()
+            if error.data != b"":
+                return await self.protocol.handle(RawData(data=error.data))  # type: ignore[no-any-return]
+        except H2CProtocolRequiredError as error:
+            self.protocol = self._new(GuardedH2Protocol)
+            await self.protocol.initiate(error.headers, error.settings)
+            if error.data != b"":
+                return await self.protocol.handle(RawData(data=error.data))  # type: ignore[no-any-return]
+        return None

@@ -1,0 +1,91 @@
+"""hypercorn's trio ``worker_serve``, with SIGTERM and Ctrl-C handled when hypercorn serves
+in its own process (``--workers 0``).
+
+Why ``--workers 0``: with worker processes, hypercorn's parent reports 0 even when its
+worker died (``hypercorn/run.py`` overwrites the worker's exit code), so a crash looks
+like a clean exit. Serving in its own process, hypercorn exits non-zero when serving
+fails -- but nothing then turns SIGTERM into a graceful shutdown: its default action
+kills the process at once, and a Ctrl-C is a ``KeyboardInterrupt`` that a second one
+breaks. :func:`worker_serve` closes that gap: there, the first SIGINT or SIGTERM
+starts hypercorn's graceful shutdown (bounded by ``--graceful-timeout``), and any
+later one is ignored. Why and how: docs/transport.md.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import trio
+
+from .hypercorn_internals import IMPORT_ERROR, run_module
+
+__all__ = ["SHUTDOWN_SIGNALS", "stock_worker_serve", "worker_serve"]
+
+#: The signals that start the graceful shutdown, as hypercorn's parent takes them.
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+#: hypercorn's own, which :func:`worker_serve` calls.
+stock_worker_serve: Any = None if IMPORT_ERROR is not None else run_module.worker_serve
+
+
+async def worker_serve(
+    app: Any,
+    config: Any,
+    *,
+    sockets: Any = None,
+    shutdown_trigger: Any = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """hypercorn's ``worker_serve``; when it is the process's whole ``trio.run`` and has
+    no shutdown trigger (``--workers 0``), the first SIGINT or SIGTERM triggers it."""
+    if shutdown_trigger is not None or not _serves_the_process():
+        await stock_worker_serve(
+            app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
+        return
+    signalled = trio.Event()
+    with _set_on_signal(signalled):
+        await stock_worker_serve(
+            app, config, sockets=sockets, shutdown_trigger=signalled.wait, task_status=task_status
+        )
+
+
+def _serves_the_process() -> bool:
+    """Whether the calling task is ``trio.run``'s main task, in the main thread: hypercorn's
+    ``trio_worker`` with ``--workers 0``, not a test that serves inside its own trio.run."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    nursery = trio.lowlevel.current_task().parent_nursery
+    return nursery is not None and nursery.parent_task is trio.lowlevel.current_root_task()
+
+
+@contextmanager
+def _set_on_signal(event: trio.Event) -> Iterator[None]:
+    """Set ``event`` on each :data:`SHUTDOWN_SIGNALS` signal, and nothing else.
+
+    A plain handler rather than ``trio.open_signal_receiver``, which, when it closes,
+    delivers the signals it did not hand out to the previous handler: a second Ctrl-C
+    during shutdown would then raise ``KeyboardInterrupt`` at the very end. Once a
+    signal has come the process is on its way out, so the handler stays: a signal
+    after ``trio.run`` has returned is ignored too. Otherwise (serving ended without
+    one: a crash, ``--max-requests``) the previous handlers are put back.
+    """
+    token = trio.lowlevel.current_trio_token()
+
+    def handler(signum: int, frame: Any) -> None:
+        try:
+            token.run_sync_soon(event.set, idempotent=True)  # signal-safe, as trio's own
+        except trio.RunFinishedError:
+            pass
+
+    previous = {number: signal.signal(number, handler) for number in SHUTDOWN_SIGNALS}
+    try:
+        yield
+    finally:
+        if not event.is_set():
+            for number, action in previous.items():
+                signal.signal(number, action)
