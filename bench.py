@@ -110,15 +110,16 @@ retried.
     error        why the final count is missing, else null
 
 examples:
-  python bench.py
-  python bench.py -n 20000 --strategies lock,channel --mode close
-  python bench.py --strategies redis,redis-w2,lock-w2     (Redis running)
-  python bench.py --url http://127.0.0.1:8000 -n 10000 -c 200 --name i
-  python bench.py --json > results.json
-  python bench.py --plot bench.png     (needs: pip install -e '.[plot]')
+  .venv/bin/python bench.py
+  .venv/bin/python bench.py -n 20000 --strategies lock,channel --mode close
+  .venv/bin/python bench.py --strategies redis,redis-w2,lock-w2     (Redis running)
+  .venv/bin/python bench.py --url http://127.0.0.1:8000 -n 10000 -c 200 --name i
+  .venv/bin/python bench.py --json > results.json
+  .venv/bin/python bench.py --plot bench.png     (needs: pip install -e '.[plot]')
 
-exit status: 0 done, 1 a server or the --url could not be used, 2 bad
-arguments, {EXIT_INTERRUPTED} interrupted by Ctrl-C (the table shows what was measured)."""
+exit status: 0 done, 1 a server or the --url could not be used or every request
+to one server failed, 2 bad arguments, {EXIT_INTERRUPTED} interrupted by Ctrl-C (the
+table shows what was measured)."""
 
 
 def _positive(text: str) -> int:
@@ -348,8 +349,8 @@ def report(session: Session, out: TextIO) -> None:
         return
     mode = "keep-alive connections" if args.mode == "keepalive" else "a new connection per request"
     note = (
-        f"{args.requests:,} increments of {args.name!r} per server from {args.concurrency} "
-        f"clients, {mode}, {args.timeout:g} s timeout"
+        f"{args.requests:,} increments of {args.name!r} per server from "
+        f"{min(args.concurrency, args.requests)} clients, {mode}, {args.timeout:g} s timeout"
     )
     out.write(format_table(session.rows, note=note) + "\n")
     for row in session.rows:
@@ -374,6 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for exc in leaves(group):
             print(f"bench.py: {exc}", file=sys.stderr)
         status = 1
+    for row in session.rows:
+        if row.requests and not row.succeeded and not session.interrupted:
+            print(f"bench.py: every request to {row.strategy} failed", file=sys.stderr)
+            status = 1
     if session.rows:
         try:
             report(session, sys.stdout)

@@ -390,7 +390,8 @@ async def read_counter(target: Target, name: str, *, timeout: float = 5.0) -> in
     status, body = await fetch(target, target.target("/get", name=name), timeout=timeout)
     if status == 404:
         raise ClientError(
-            f"counter {name!r} does not exist on {target.url}; create it with /set?name={name}&val=0"
+            f"counter {name!r} does not exist on {target.url}; create it with "
+            f"{target.target('/set', name=name, val='0')}"
         )
     label, sep, value = body.strip().rpartition(": ")
     if status != 200 or not sep or label != name:

@@ -13,6 +13,8 @@ import io
 import os
 import signal
 import socket
+import subprocess
+import sys
 from urllib.parse import parse_qs, urlsplit
 
 import h11
@@ -30,6 +32,7 @@ from benchmarks.client import (
     set_counter,
 )
 from benchmarks.stats import lost_updates
+from benchmarks.strategies import ROOT
 
 
 class FakeCounterServer:
@@ -278,6 +281,9 @@ async def test_read_counter_explains_a_missing_counter(nursery: trio.Nursery) ->
     target = Target("127.0.0.1", listeners[0].socket.getsockname()[1])
     with pytest.raises(ClientError, match="does not exist"):
         await read_counter(target, "x")
+    with pytest.raises(ClientError) as caught:
+        await read_counter(target, "a&b")  # the hint must create this name, not 'a'
+    assert str(caught.value).endswith("create it with /set?name=a%26b&val=0")
 
 
 async def test_an_unreachable_server_is_a_one_line_client_error(refused_target: Target) -> None:
@@ -324,6 +330,27 @@ async def test_url_run_reads_before_and_after_without_resetting(fake_server) -> 
     await bench.run_session(session)
     (row,) = session.rows
     assert (row.strategy, row.initial, row.final, row.lost, row.failed) == (target.url, 1000, 1050, 0, 0)
+
+
+async def bench_py(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """``python bench.py ARGS`` as a user runs it (it needs the main thread for Ctrl-C)."""
+    return await trio.run_process(
+        [sys.executable, "bench.py", *args], cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False
+    )
+
+
+async def test_the_table_names_the_clients_that_ran_not_those_asked_for(fake_server) -> None:  # type: ignore[no-untyped-def]
+    _, target = await fake_server()
+    done = await bench_py("--url", target.url, "-n", "5", "-c", "50")
+    assert done.returncode == 0, done.stderr
+    assert b"5 increments of 'i' per server from 5 clients" in done.stdout
+
+
+async def test_a_run_where_every_request_failed_exits_1(fake_server) -> None:  # type: ignore[no-untyped-def]
+    _, target = await fake_server(inc_status=503)
+    done = await bench_py("--url", target.url, "-n", "20", "-c", "4")
+    assert done.returncode == 1
+    assert f"bench.py: every request to {target.url} failed".encode() in done.stderr
 
 
 async def test_progress_bar_draws_and_erases_itself(fake_server) -> None:  # type: ignore[no-untyped-def]
