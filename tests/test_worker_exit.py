@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 import trio
 
 from trio_counters.testing import README_ARGS, Raw, Server, ServerError, form_post_bytes, get_bytes, run_server
+from trio_counters.testing.server import server_command
 
 StartServer = Callable[..., Awaitable[Server]]
 
@@ -144,3 +146,47 @@ async def test_signals_shut_down_gracefully_once_and_exit_0(
     # The request in flight held the shutdown to its graceful timeout, and no longer.
     assert graceful - 0.1 <= took <= graceful + PROMPT, f"exited after {took:.2f} s"
     assert server.tracebacks() == [], server.log
+
+
+async def test_sigterm_while_the_store_is_still_connecting_ends_the_start_at_once(nursery: trio.Nursery) -> None:
+    """The redis store's start waits up to ``redis_timeout`` for a Redis that accepted the
+    connection and never answers; hypercorn looks at its shutdown trigger only once it
+    serves, so without our worker_serve SIGTERM would wait all of that out."""
+    redis_timeout = 20.0
+    accepted = trio.Event()
+    silent: list[trio.SocketStream] = []
+
+    async def accept_and_say_nothing(stream: trio.SocketStream) -> None:
+        silent.append(stream)
+        accepted.set()
+        await trio.sleep_forever()
+
+    (listener,) = await nursery.start(partial(trio.serve_tcp, accept_and_say_nothing, 0, host="127.0.0.1"))
+    port = listener.socket.getsockname()[1]
+    env = {
+        **os.environ,
+        "TRIO_COUNTERS_STORE": "redis",
+        "TRIO_COUNTERS_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "TRIO_COUNTERS_REDIS_TIMEOUT": f"{redis_timeout:g}",
+        "TRIO_COUNTERS_STORE_TIMEOUT": "60",
+    }
+    process = await trio.lowlevel.open_process(
+        server_command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    try:
+        with trio.fail_after(PATIENCE):
+            await accepted.wait()  # the store is connecting: the app is starting
+        process.send_signal(signal.SIGTERM)
+        signalled = trio.current_time()
+        with trio.fail_after(PATIENCE):
+            code = await process.wait()
+        took = trio.current_time() - signalled
+        assert process.stdout is not None
+        log = (await process.stdout.receive_some(1 << 20)).decode(errors="replace")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert took < PROMPT + 1, f"exited {took:.2f} s after SIGTERM, not at once:\n{log}"
+    assert code == 0, log
+    assert "Running on" not in log

@@ -8,7 +8,9 @@ fails -- but nothing then turns SIGTERM into a graceful shutdown: its default ac
 kills the process at once, and a Ctrl-C is a ``KeyboardInterrupt`` that a second one
 breaks. :func:`worker_serve` closes that gap: there, the first SIGINT or SIGTERM
 starts hypercorn's graceful shutdown (bounded by ``--graceful-timeout``), and any
-later one is ignored. Why and how: docs/transport.md.
+later one is ignored. A signal that comes while the app is still starting (its store
+connecting, say) ends the start at once: hypercorn itself would only look at its
+shutdown trigger once it serves. Why and how: docs/transport.md.
 """
 
 from __future__ import annotations
@@ -48,10 +50,32 @@ async def worker_serve(
         )
         return
     signalled = trio.Event()
+    serving = _NoteStarted(task_status)
     with _set_on_signal(signalled):
-        await stock_worker_serve(
-            app, config, sockets=sockets, shutdown_trigger=signalled.wait, task_status=task_status
-        )
+        async with trio.open_nursery() as nursery:
+
+            async def end_a_start_on_signal() -> None:
+                await signalled.wait()
+                if not serving.done:  # still starting: nothing to shut down gracefully yet
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(end_a_start_on_signal)
+            await stock_worker_serve(
+                app, config, sockets=sockets, shutdown_trigger=signalled.wait, task_status=serving
+            )
+            nursery.cancel_scope.cancel()
+
+
+class _NoteStarted:
+    """A task status that notes when hypercorn reports it serves, and passes it on."""
+
+    def __init__(self, task_status: Any) -> None:
+        self.task_status = task_status
+        self.done = False
+
+    def started(self, value: Any = None) -> None:
+        self.done = True
+        self.task_status.started(value)
 
 
 def _serves_the_process() -> bool:
