@@ -6,6 +6,7 @@ with the start protocol, ``close`` at the end.
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -21,6 +22,7 @@ from trio_counters.stores import (
     ChannelStore,
     CounterStore,
     LockGuardStatistics,
+    NaiveStore,
     make_store,
 )
 
@@ -421,3 +423,27 @@ async def test_a_failing_manager_is_logged_restarted_and_keeps_the_table(
     )
     [record] = [r for r in caplog.records if "manager failed" in r.getMessage()]
     assert record.levelname == "ERROR" and "injected manager failure" in record.exc_text
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_naive_race_report_stays_exact_when_increments_arrive_in_waves(seed: int) -> None:
+    """Increments that start at different moments read different values, so a later
+    write can move the value *down* (it read earlier) and the next one puts an
+    increment back. lost_updates must stay acknowledged minus how far the value moved."""
+    rng = random.Random(seed)
+    store = NaiveStore(max_counters=10, initial=("i",))
+    acknowledged = 0
+
+    async def inc() -> None:
+        nonlocal acknowledged
+        await store.inc("i")
+        acknowledged += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(400):
+            nursery.start_soon(inc)
+            for _ in range(rng.choice((0, 0, 1, 2))):
+                await trio.lowlevel.checkpoint()
+    final = await store.get("i")
+    assert acknowledged == 400
+    assert store.statistics().race.lost_updates == acknowledged - final

@@ -80,15 +80,18 @@ class NaiveStore(CounterStore):
 
         If the counter was set between our read and our write, we wrote over that
         set. Otherwise the value moved by ``overwritten`` since we read it, each
-        step an acknowledged increment that our write now erases.
+        step an acknowledged increment that our write now erases. It can also have
+        moved *down* (a write that read before us wrote a smaller value); then our
+        write puts those increments back, and the count goes down by as many, so it
+        stays exactly the increments acknowledged minus how far the value moved.
         """
         if self._sets.get(name, 0) != sets_at_read:
             self._overwritten_sets += 1
             self._lost_total -= self._lost.pop(name, 0)
             return
-        if overwritten <= 0:
+        if overwritten == 0:
             return
-        if not self._reported:
+        if overwritten > 0 and not self._reported:
             self._reported = True
             logger.warning(
                 "naive store lost its first update: an increment of %r overwrote %d other(s); "
