@@ -1,0 +1,167 @@
+"""What the framework costs per request: trio_counters on each request pipeline against
+a plain QuartTrio handler and the bare ASGI ceiling.
+
+Run from the repository root, after ``pip install -e .``::
+
+    .venv/bin/python -m benchmarks.framework
+    .venv/bin/python -m benchmarks.framework --runs 1 --duration 2
+
+It starts six real ``hypercorn --worker-class trio`` servers through
+:mod:`trio_counters.testing` and loads each with ``wrk -t1`` over keep-alive
+connections, ``GET /inc?name=j``, at each concurrency (10 and 200), round-robin,
+``--runs`` times (the machinery of :mod:`benchmarks.throughput`):
+
+===================  ===============================================  =========  ========
+row                  app                                               transport  pipeline
+===================  ===============================================  =========  ========
+plain                benchmarks.plain_quart: QuartTrio, dict update,   stock      stock
+                     ``return "ok"`` (what one writes by hand)
+plain/fast/stock     the same                                          fast       stock
+plain/fast/lean      the same                                          fast       lean
+ours/fast/stock      trio_counters:app, default (lock) store, every    fast       stock
+                     check, metric and timeout
+ours/fast/lean       the same                                          fast       lean
+bare/fast            benchmarks.bare_asgi ``unguarded_app``: no         fast       --
+                     framework; the ceiling
+===================  ===============================================  =========  ========
+
+It prints the median req/s, the server's CPU time per request (its worker's
+user+system time over the run divided by the requests: steadier than req/s on a
+shared machine), and the ratios with targets:
+
+* our server >= 1.0x the plain handler on the same transport and pipeline, C=10;
+* our default server >= 2.0x the plain handler on stock hypercorn at C=200, and
+  >= 1.6x at C=10;
+* our default server >= 0.5x the bare ASGI ceiling on the same transport, C=200.
+
+It exits 1 if a target is missed or a run fails, 2 without wrk. Every server
+is stopped however the run ends. Extra ``TRIO_COUNTERS_*`` settings in the
+environment (``TRIO_COUNTERS_GC``, say) reach our two rows only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import trio
+
+from trio_counters.config import DEFAULT_PIPELINE
+from trio_counters.testing import ServerError
+from trio_counters.transport import DEFAULT_TRANSPORT
+
+from . import wrk
+from .strategies import leaves
+from .throughput import PATH, Config, Sample, collect, machine
+
+#: (numerator, denominator, concurrency, target): the ratios the issue sets.
+DEFAULT = f"ours/{DEFAULT_TRANSPORT}/{DEFAULT_PIPELINE}"
+TARGETS = (
+    ("ours/fast/lean", "plain/fast/lean", 10, 1.0),
+    (DEFAULT, "plain", 200, 2.0),
+    (DEFAULT, "plain", 10, 1.6),
+    (DEFAULT, f"bare/{DEFAULT_TRANSPORT}", 200, 0.5),
+)
+#: Ratios printed without a target, for reading the rows against each other.
+OTHER_RATIOS = (
+    ("ours/fast/stock", "plain/fast/stock"),
+    ("ours/fast/lean", "plain/fast/lean"),
+    ("ours/fast/lean", "ours/fast/stock"),
+    ("plain/fast/lean", "plain/fast/stock"),
+    ("plain/fast/stock", "plain"),
+    (DEFAULT, "plain"),
+    (DEFAULT, f"bare/{DEFAULT_TRANSPORT}"),
+)
+
+
+def configs() -> tuple[Config, ...]:
+    """The six rows; our two carry the environment's other TRIO_COUNTERS_* settings."""
+    plain = 'benchmarks.reference:served("plain")'
+    return (
+        Config("plain", plain, "stock", "stock"),
+        Config("plain/fast/stock", plain, "fast", "stock"),
+        Config("plain/fast/lean", plain, "fast", "lean"),
+        Config("ours/fast/stock", "trio_counters:app", "fast", "stock"),
+        Config("ours/fast/lean", "trio_counters:app", "fast", "lean"),
+        Config("bare/fast", 'benchmarks.reference:served("bare")', "fast"),
+    )
+
+
+def report(args: argparse.Namespace, samples: dict[tuple[str, int], list[Sample]]) -> int:
+    """The table per concurrency and the ratios; how many targets were missed."""
+    rps: dict[tuple[str, int], float] = {}
+    cpu: dict[tuple[str, int], float] = {}
+    for connections in args.concurrency:
+        print(f"\nC={connections}")
+        print(f"  {'row':<17} {'req/s (median)':>14}   {'runs':<22} {'CPU us/req':>10} {'errors':>6}")
+        for config in configs():
+            runs = samples[(config.label, connections)]
+            key = (config.label, connections)
+            rps[key] = statistics.median(s.rps for s in runs)
+            cpu[key] = statistics.median(s.cpu_us for s in runs)
+            listed = " ".join(f"{s.rps:.0f}" for s in runs)
+            errors = sum(s.errors for s in runs)
+            print(f"  {config.label:<17} {rps[key]:>14.0f}   {listed:<22} {cpu[key]:>10.0f} {errors:>6}")
+
+    print(
+        "\nratios A / B: of median req/s (what the targets are set on) and, in brackets, of"
+        "\nworker CPU per request, B's over A's (capacity; less disturbed by other load)"
+    )
+    failures = 0
+    for connections in args.concurrency:
+        print(f"  C={connections}")
+        lines = [(a, b, target) for a, b, c, target in TARGETS if c == connections]
+        lines += [(a, b, None) for a, b in OTHER_RATIOS if not any((a, b) == (x, y) for x, y, _ in lines)]
+        for a, b, target in lines:
+            value = rps[(a, connections)] / rps[(b, connections)]
+            capacity = cpu[(b, connections)] / cpu[(a, connections)]
+            verdict = ""
+            if target is not None:
+                met = value >= target
+                failures += not met
+                verdict = f"  target >= {target:g}: {'met' if met else 'MISSED'}"
+            print(f"    {a + ' / ' + b:<36} {value:5.2f}x  (CPU {capacity:4.2f}x){verdict}")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.framework",
+        description=__doc__.split("\n\n")[0],
+        epilog="usage, from the repository root:\n  .venv/bin/python -m benchmarks.framework [--runs 1 --duration 2]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per row and concurrency (3)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (3)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 200], help="keep-alive connections")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or not args.duration > 0 or min(args.concurrency) < 1:
+        parser.error("--runs, --duration and --concurrency must be positive")
+    if not wrk.available():
+        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+        return 2
+    settings = {key: value for key, value in os.environ.items() if key.startswith("TRIO_COUNTERS_")}
+    print(f"machine: {machine()}")
+    print(
+        f"load: wrk -t1, keep-alive, GET {PATH}, {args.duration:g} s per run, median of {args.runs}; "
+        f"our default: {DEFAULT}; other settings: {settings or 'none'}"
+    )
+    started = time.monotonic()
+    samples = None
+    try:
+        samples = trio.run(collect, args, configs())
+    except* (ServerError, wrk.WrkError, trio.TooSlowError) as group:
+        for error in leaves(group):
+            print(f"error: {error}", file=sys.stderr)
+    if samples is None:
+        return 1
+    failures = report(args, samples)
+    print(f"\ntargets missed: {failures}; total {time.monotonic() - started:.0f} s")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
