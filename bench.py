@@ -45,7 +45,10 @@ DEFAULT_STRATEGIES = (*STRATEGIES, CEILING)
 SCALE_OUT = ("redis", "redis-w2", "lock-w2")
 #: Rows whose workers each keep their own table: their "lost" is the other's share.
 SPLIT = ("lock-w2",)
-CHOICES = (*DEFAULT_STRATEGIES, *SCALE_OUT)
+#: Durable rows, asked for by name: each in-process strategy keeping its counts in
+#: an SQLite file (TRIO_COUNTERS_DATABASE), a fresh temporary one per server.
+DURABLE = tuple(f"{strategy}-db" for strategy in STRATEGIES)
+CHOICES = (*DEFAULT_STRATEGIES, *DURABLE, *SCALE_OUT)
 DEFAULT_REQUESTS = 5000
 DEFAULT_CONCURRENCY = 200
 DEFAULT_MODE = "keepalive"
@@ -66,6 +69,10 @@ More workers, asked for by name: redis and redis-w2 (one and two hypercorn
 workers on one Redis, at TRIO_COUNTERS_REDIS_URL, default
 redis://127.0.0.1:6379/0, which must be running), and lock-w2: two workers with
 a table each, so every /get sees one worker's share -- a failure, on purpose.
+
+Durable rows, asked for by name: naive-db, lock-db and channel-db keep their
+counts in an SQLite file (the database setting), each server on a fresh
+temporary file, every acknowledged increment committed first (docs/durable.md).
 
 With --url, load a server you started yourself instead, reading the count
 before and after; it is not reset, so nothing else should touch the counter.
@@ -92,7 +99,8 @@ retried.
   config         mode, requests, concurrency, timeout_s, name, url (null
                  unless --url), strategies
   results[]      one object per server, in table order:
-    strategy     naive | lock | channel | bare | redis | redis-w2 | lock-w2 | the --url
+    strategy     naive | lock | channel | bare | naive-db | lock-db | channel-db |
+                 redis | redis-w2 | lock-w2 | the --url
     reference    true for the bare ASGI ceiling row
     planned      requests asked for (-n); requests = succeeded + failed
                  (fewer than planned only if interrupted)
@@ -112,6 +120,7 @@ retried.
 examples:
   .venv/bin/python bench.py
   .venv/bin/python bench.py -n 20000 --strategies lock,channel --mode close
+  .venv/bin/python bench.py --strategies naive,lock,channel,naive-db,lock-db,channel-db
   .venv/bin/python bench.py --strategies redis,redis-w2,lock-w2     (Redis running)
   .venv/bin/python bench.py --url http://127.0.0.1:8000 -n 10000 -c 200 --name i
   .venv/bin/python bench.py --json > results.json

@@ -1,7 +1,9 @@
 """Which server a benchmark's strategy name means, served through the shared harness.
 
 ``naive``, ``lock``, ``channel`` and ``redis`` are trio_counters' stores
-(``TRIO_COUNTERS_STORE``); ``-wN`` asks hypercorn for N workers (``lock-w2``,
+(``TRIO_COUNTERS_STORE``); ``-db`` keeps an in-process store's counts in an SQLite
+file (``naive-db``, ``lock-db``, ``channel-db``: a fresh temporary file per server,
+deleted when it stops); ``-wN`` asks hypercorn for N workers (``lock-w2``,
 ``redis-w2``); ``bare`` is the bare ASGI ceiling, ``benchmarks.bare_asgi:app``.
 Every server runs from the repository root, where hypercorn imports
 ``benchmarks.*`` apps from.
@@ -9,9 +11,11 @@ Every server runs from the repository root, where hypercorn imports
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,30 +23,41 @@ import trio
 
 from trio_counters.testing import Server, ServerError, serving
 
-__all__ = ["ROOT", "BARE_APP", "strategy_server", "serve_strategy", "leaves", "run_script"]
+__all__ = ["ROOT", "BARE_APP", "DURABLE_SUFFIX", "strategy_server", "serve_strategy", "leaves", "run_script"]
 
 T = TypeVar("T")
 
 #: The repository root: hypercorn's working directory.
 ROOT = Path(__file__).resolve().parent.parent
 BARE_APP = "benchmarks.bare_asgi:app"
+#: A strategy name ending so (``lock-db``) keeps its counts in a fresh SQLite file.
+DURABLE_SUFFIX = "-db"
 
 
 def strategy_server(strategy: str) -> tuple[str, dict[str, str], tuple[str, ...]]:
-    """The app, extra environment and hypercorn arguments for one strategy name."""
+    """The app, extra environment and hypercorn arguments for one strategy name
+    (a durable one's file is chosen by :func:`serve_strategy`)."""
     if strategy == "bare":
         return BARE_APP, {}, ()
     store, _, workers = strategy.partition("-w")  # redis-w2: redis, 2 workers
+    store = store.removesuffix(DURABLE_SUFFIX)
     return "trio_counters:app", {"TRIO_COUNTERS_STORE": store}, ("--workers", workers) if workers else ()
 
 
-def serve_strategy(
+@asynccontextmanager
+async def serve_strategy(
     strategy: str, *, settings: Mapping[str, str] | None = None, **options: object
-) -> AbstractAsyncContextManager[Server]:
+) -> AsyncIterator[Server]:
     """``async with serve_strategy("lock") as server:`` the real server for ``strategy``;
-    ``settings`` (``TRIO_COUNTERS_*``) are added to its environment, under the strategy's own."""
+    ``settings`` (``TRIO_COUNTERS_*``) are added to its environment, under the strategy's own.
+    A durable strategy (``lock-db``) gets a fresh SQLite file, removed once the server stops."""
     app, env, args = strategy_server(strategy)
-    return serving(app, env={**(settings or {}), **env}, args=args, cwd=ROOT, **options)
+    with ExitStack() as files:
+        if DURABLE_SUFFIX in strategy:
+            folder = files.enter_context(tempfile.TemporaryDirectory(prefix="trio_counters-bench-"))
+            env = {**env, "TRIO_COUNTERS_DATABASE": os.path.join(folder, "counters.db")}
+        async with serving(app, env={**(settings or {}), **env}, args=args, cwd=ROOT, **options) as server:
+            yield server
 
 
 def leaves(group: BaseExceptionGroup) -> list[BaseException]:

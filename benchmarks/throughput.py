@@ -37,10 +37,11 @@ hides part of what the transport costs; the lock-guarded pair is printed beside
 it for that comparison. Loopback only; every server is stopped however the run
 ends.
 
-hypercorn's worker loads ``benchmarks.throughput:served("bare")`` (or
+hypercorn's worker loads ``benchmarks.reference:served("bare")`` (or
 ``"bare+lock"``, ``"plain"``), which installs the transport named by
 ``TRIO_COUNTERS_TRANSPORT`` in the worker before it serves (trio_counters:app
-does that itself on import).
+does that itself on import). ``benchmarks.framework`` measures the request
+pipeline (``TRIO_COUNTERS_PIPELINE``) the same way.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -68,39 +68,30 @@ TARGET_OURS_VS_PLAIN = 1.35
 TARGET_BARE_FAST_VS_STOCK = 2.0
 
 
-def served(name: str) -> Any:
-    """The app for hypercorn's worker, with the transport ``TRIO_COUNTERS_TRANSPORT`` names."""
-    from trio_counters.transport import install_from_environ
-
-    fast = install_from_environ()
-    if not fast and os.environ.get("TRIO_COUNTERS_TRANSPORT", "").strip().lower() == "fast":
-        raise SystemExit("the fast transport could not be installed")
-    if name == "plain":
-        from .plain_quart import app
-    elif name == "bare":
-        from .bare_asgi import unguarded_app as app
-    elif name == "bare+lock":
-        from .bare_asgi import app
-    else:
-        raise ValueError(name)
-    return app
-
-
 @dataclass(frozen=True)
 class Config:
     label: str
     app: str
     transport: str
+    #: ``TRIO_COUNTERS_PIPELINE``, if set: ``lean`` or ``stock``.
+    pipeline: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {"TRIO_COUNTERS_TRANSPORT": self.transport}
+        if self.pipeline is not None:
+            env["TRIO_COUNTERS_PIPELINE"] = self.pipeline
+        return env
 
 
 CONFIGS = (
-    Config("plain", 'benchmarks.throughput:served("plain")', "stock"),
+    Config("plain", 'benchmarks.reference:served("plain")', "stock"),
     Config("ours/stock", "trio_counters:app", "stock"),
     Config("ours/fast", "trio_counters:app", "fast"),
-    Config("bare/stock", 'benchmarks.throughput:served("bare")', "stock"),
-    Config("bare/fast", 'benchmarks.throughput:served("bare")', "fast"),
-    Config("bare+lock/stock", 'benchmarks.throughput:served("bare+lock")', "stock"),
-    Config("bare+lock/fast", 'benchmarks.throughput:served("bare+lock")', "fast"),
+    Config("bare/stock", 'benchmarks.reference:served("bare")', "stock"),
+    Config("bare/fast", 'benchmarks.reference:served("bare")', "fast"),
+    Config("bare+lock/stock", 'benchmarks.reference:served("bare+lock")', "stock"),
+    Config("bare+lock/fast", 'benchmarks.reference:served("bare+lock")', "fast"),
 )
 
 
@@ -137,15 +128,16 @@ def machine() -> str:
     )
 
 
-async def collect(args: argparse.Namespace) -> dict[tuple[str, int], list[Sample]]:
+async def collect(
+    args: argparse.Namespace, configs: tuple[Config, ...] = CONFIGS
+) -> dict[tuple[str, int], list[Sample]]:
     """Every server up at once; the warm-up, then ``--runs`` rounds of wrk runs."""
     samples: dict[tuple[str, int], list[Sample]] = {}
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         servers = {}
-        for config in CONFIGS:
-            env = {"TRIO_COUNTERS_TRANSPORT": config.transport}
-            servers[config.label] = await stack.enter_async_context(serving(config.app, env=env, cwd=ROOT))
+        for config in configs:
+            servers[config.label] = await stack.enter_async_context(serving(config.app, env=config.env, cwd=ROOT))
         for server in servers.values():  # warm up: imports, first connections, caches
             await measure(server, max(args.concurrency), 1)
         for run in range(args.runs):

@@ -1,5 +1,5 @@
 """The reference apps the benchmarks serve: bare_asgi's two counters, and the
-``benchmarks.throughput:served(...)`` module path hypercorn loads them by."""
+``benchmarks.reference:served(...)`` module path hypercorn loads them by."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ async def test_bare_apps_count_every_concurrent_increment_and_refuse_bad_input(e
 )
 async def test_hypercorn_serves_the_reference_apps_by_module_path(name: str, transport: str) -> None:
     env = {"TRIO_COUNTERS_TRANSPORT": transport}
-    async with serving(f'benchmarks.throughput:served("{name}")', env=env, cwd=ROOT) as server:
+    async with serving(f'benchmarks.reference:served("{name}")', env=env, cwd=ROOT) as server:
         assert (await request(server.port, "/inc?name=i")).status == 200
         assert (await request(server.port, "/get?name=i")).body.strip() == "i: 1"
     assert server.tracebacks() == []

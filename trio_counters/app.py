@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
+from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,7 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from quart import request
 from quart_trio import QuartTrio
 from quart_trio.wrappers import TrioResponse
-from werkzeug.datastructures import MultiDict
+from werkzeug.utils import get_content_type
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
@@ -28,9 +31,12 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from . import collector
 from .config import INITIAL_COUNTERS, Settings
-from .connection import CompleteSends
+from .gate import Gate
 from .metrics import RequestRecorder, StoreCollector, stats_document
+from .pipeline import install as install_pipeline
+from .shared_timeout import SharedTimeout
 from .errors import (
     CounterCorrupt,
     CounterNotFound,
@@ -98,9 +104,36 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class TextResponse(TrioResponse):
-    """Responses default to ``text/plain``: the API speaks one line of text."""
+    """Responses default to ``text/plain``: the API speaks one line of text.
+
+    A handler's ``str`` (every answer but ``/stats`` and ``/metrics``) is made into
+    the response TrioResponse would build -- the same headers in the same order --
+    without its per-response lookups: the absent Content-Type header it looks for
+    (an exception caught inside werkzeug), the MIME type's charset, the status text.
+    """
 
     default_mimetype = "text/plain"
+
+    def __init__(
+        self,
+        response: Any = None,
+        status: int | None = None,
+        headers: Any = None,
+        mimetype: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        if type(response) is not str or headers is not None or mimetype is not None or content_type is not None:
+            super().__init__(response, status, headers, mimetype, content_type)
+            return
+        data = response.encode()
+        self.headers = Headers(((_CONTENT_TYPE, _TEXT), (_CONTENT_LENGTH, str(len(data)))))
+        self.status = 200 if status is None else status
+        self.timeout = Ellipsis
+        self.response = self.data_body_class(data)
+
+
+_CONTENT_TYPE, _CONTENT_LENGTH = "Content-Type", "Content-Length"
+_TEXT = get_content_type(TextResponse.default_mimetype, "utf-8")
 
 
 def create_app(
@@ -113,6 +146,10 @@ def create_app(
     channel_buffer: int | None = None,
     redis_url: str | None = None,
     redis_timeout: float | None = None,
+    database: str | None = None,
+    database_sync: str | None = None,
+    pipeline: str | None = None,
+    gc_threshold: int | None = None,
 ) -> QuartTrio:
     """Build a fresh counter app with its own store.
 
@@ -128,6 +165,10 @@ def create_app(
         channel_buffer=channel_buffer,
         redis_url=redis_url,
         redis_timeout=redis_timeout,
+        database=database,
+        database_sync=database_sync,
+        pipeline=pipeline,
+        gc_threshold=gc_threshold,
     )
     counters = make_store(
         settings.store,
@@ -136,10 +177,13 @@ def create_app(
         channel_buffer=settings.channel_buffer,
         redis_url=settings.redis_url,
         redis_timeout=settings.redis_timeout,
+        database=settings.database,
+        database_sync=settings.database_sync,
     )
     inc_limiter = trio.CapacityLimiter(settings.inc_concurrency) if settings.inc_concurrency else None
 
     app = QuartTrio("trio_counters", static_folder=None)  # the API serves no files
+    lean = install_pipeline(app, settings.pipeline == "lean")  # trio_counters/pipeline/
     app.response_class = TextResponse
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
@@ -147,64 +191,77 @@ def create_app(
     # method a route does not take. Read as each route below is added.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     registry = CollectorRegistry()
-    recorder = RequestRecorder(Utf8QueryOnly(app.asgi_app), registry)
+    recorder = RequestRecorder(registry)
     registry.register(StoreCollector(counters, recorder, inc_limiter))
     app.extensions["trio_counters"] = _AppState(settings, counters, inc_limiter)
-    app.asgi_app = CompleteSends(recorder)  # type: ignore[method-assign]
+    # The one middleware: the UTF-8 query check, the accounting, and -- under
+    # quart-trio's own pipeline -- the close defect's fix (trio_counters/gate.py).
+    app.asgi_app = Gate(app.asgi_app, recorder, complete_sends=not lean)  # type: ignore[method-assign]
     app.logger  # noqa: B018 -- sets up Quart's log handler, which our modules' loggers reach
+
+    max_name_length = settings.max_name_length
+    too_slow = f"the store did not answer within {settings.store_timeout:g} s; try again"
+    # Every store call waits at most store_timeout, timed by one watchdog task: ask()
+    # calls the store, or raises StoreUnavailable rather than wait past the timeout.
+    timeout = SharedTimeout(settings.store_timeout, partial(StoreUnavailable, too_slow))
+    ask = timeout.call
 
     @app.before_serving
     async def start_store() -> None:
         await app.nursery.start(counters.serve)
+        await app.nursery.start(timeout.watch)
 
     @app.after_serving
     async def stop_store() -> None:
         counters.close()
+        timeout.close()
 
-    async def ask(operation: Any, *args: Any) -> Any:
-        """Call the store, or raise StoreUnavailable rather than wait past the timeout."""
-        with trio.move_on_after(settings.store_timeout):
-            return await operation(*args)
-        raise StoreUnavailable(
-            f"the store did not answer within {settings.store_timeout:g} s; try again"
-        )
+    @app.before_serving
+    async def tune_garbage_collection() -> None:  # last: once everything is built
+        collector.serving_started(settings.gc_threshold)
+
+    @app.after_serving
+    async def restore_garbage_collection() -> None:
+        collector.serving_stopped(settings.gc_threshold)
 
     @app.before_request
     async def refuse_oversized_requests_and_unsafe_heads() -> None:
-        allowed = ALLOWED_METHODS.get(request.path)
-        if allowed is not None and request.method not in allowed:
+        current = request._get_current_object()  # one lookup through the proxy, not four
+        allowed = ALLOWED_METHODS.get(current.path)
+        if allowed is not None and current.method not in allowed:
             raise MethodNotAllowed(valid_methods=allowed)  # HEAD on /set or /inc
-        if len(request.query_string) > MAX_QUERY_BYTES:
+        if len(current.query_string) > MAX_QUERY_BYTES:
             raise RequestURITooLarge(f"query string over {MAX_QUERY_BYTES} bytes")
-        header_bytes = sum(len(name) + len(value) for name, value in request.headers.items())
-        if header_bytes > MAX_HEADER_BYTES:
+        # Names and values, as request.headers holds them (Remote-Addr included):
+        # summed in C, a name-value pair at a time.
+        if sum(map(len, chain.from_iterable(current.headers))) > MAX_HEADER_BYTES:
             raise RequestHeaderFieldsTooLarge(f"request headers over {MAX_HEADER_BYTES} bytes")
 
     @app.route("/get", methods=ALLOWED_METHODS["/get"])
     async def get_counter() -> str:
-        name = _name(await _params(), settings.max_name_length)
+        name = _name(await _params(), max_name_length)
         value = await ask(counters.get, name)
         return f"{name}: {value}\n"
 
     @app.route("/set", methods=ALLOWED_METHODS["/set"])
     async def set_counter() -> str:
         params = await _params()
-        name = _name(params, settings.max_name_length)
+        name = _name(params, max_name_length)
         value = _value(params)
         await ask(counters.set, name, value)
         return "ok\n"
 
     async def limited_inc(name: str) -> None:
-        if inc_limiter is None:
+        async with inc_limiter:  # type: ignore[union-attr]
             await counters.inc(name)
-        else:
-            async with inc_limiter:
-                await counters.inc(name)
+
+    # The wait for the limiter, if there is one, counts against the timeout too.
+    inc = counters.inc if inc_limiter is None else limited_inc
 
     @app.route("/inc", methods=ALLOWED_METHODS["/inc"])
     async def inc_counter() -> str:
-        name = _name(await _params(), settings.max_name_length)
-        await ask(limited_inc, name)  # the wait for the limiter counts against the timeout too
+        name = _name(await _params(), max_name_length)
+        await ask(inc, name)
         return "ok\n"
 
     @app.route("/stats", methods=ALLOWED_METHODS["/stats"])
@@ -245,33 +302,6 @@ def create_app(
     return app
 
 
-class Utf8QueryOnly:
-    """ASGI middleware: a query string that is not UTF-8 gets 400 here.
-
-    Quart's router decodes the raw query string before any handler or error
-    handler runs, so such a request (possible over HTTP/2, whose framing lets
-    any byte through) would otherwise end in a bare 500.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            try:
-                scope["query_string"].decode()
-            except UnicodeDecodeError:
-                body = b"query string is not valid UTF-8\n"
-                headers = [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 400, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
-
-
 class _AppState:
     """What an app was built with, kept in ``app.extensions["trio_counters"]``."""
 
@@ -287,35 +317,51 @@ def _text(body: str, status: int) -> TextResponse:
     return TextResponse(body + "\n", status=status)
 
 
-async def _params() -> MultiDict[str, str]:
-    """Query arguments, plus form fields for POST (``curl -d name=x localhost:8000/inc``).
+Params = list[tuple[str, str]]
+
+
+async def _params() -> Params:
+    """Query arguments, plus form fields for POST (``curl -d name=x localhost:8000/inc``),
+    as ``(name, value)`` pairs in order: the query's first.
 
     Both are percent-decoded here, strictly: an escape that is not UTF-8 is refused
     (400), where werkzeug would keep it as text in a query (``c%FF``) and replace it
     in a form (``c\ufffd``), giving one counter several spellings.
     """
-    params = MultiDict(_decode(request.query_string, "query string"))
-    if request.method == "POST" and request.mimetype:
-        if request.mimetype != FORM_TYPE:
-            if request.mimetype.startswith("multipart/"):
+    current = request._get_current_object()
+    params = _decode(current.query_string, "query string")
+    if current.method == "POST" and current.mimetype:
+        mimetype = current.mimetype
+        if mimetype != FORM_TYPE:
+            if mimetype.startswith("multipart/"):
                 raise UnsupportedMediaType(
                     f"send the form as {FORM_TYPE} (curl -d), or use the query string"
                 )
             return params  # a body of another type carries no parameters
-        params.update(_decode(await request.get_data(cache=False), "form body"))
+        params += _decode(await current.get_data(cache=False), "form body")
     return params
 
 
-def _decode(raw: bytes, where: str) -> list[tuple[str, str]]:
-    """``name=value`` pairs, percent-decoded as UTF-8 with no replacement."""
+def _decode(raw: bytes, where: str) -> Params:
+    """``name=value`` pairs, percent-decoded as UTF-8 with no replacement: exactly
+    ``parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")``."""
+    if raw.isascii() and b"%" not in raw and b"+" not in raw:
+        # Nothing to decode (``name=i``, the usual query): parse_qsl's own split,
+        # without its per-field replace and unquote.
+        pairs = []
+        for field in raw.decode("ascii").split("&"):
+            if field:
+                name, _, value = field.partition("=")
+                pairs.append((name, value))
+        return pairs
     try:
         return parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest(f"{where} is not valid UTF-8 once percent-decoded") from None
 
 
-def _single(params: MultiDict[str, str], key: str) -> str:
-    values = params.getlist(key)
+def _single(params: Params, key: str) -> str:
+    values = [value for name, value in params if name == key]
     if not values or values[0] == "":
         example = "?name=COUNTER" if key == "name" else "&val=INTEGER"
         raise BadRequest(f"missing {key}: give {example}")
@@ -324,7 +370,7 @@ def _single(params: MultiDict[str, str], key: str) -> str:
     return values[0]
 
 
-def _name(params: MultiDict[str, str], max_length: int) -> str:
+def _name(params: Params, max_length: int) -> str:
     name = _single(params, "name")
     if len(name) > max_length:
         raise BadRequest(f"name is {len(name)} characters long; the limit is {max_length}")
@@ -333,7 +379,7 @@ def _name(params: MultiDict[str, str], max_length: int) -> str:
     return name
 
 
-def _value(params: MultiDict[str, str]) -> int:
+def _value(params: Params) -> int:
     raw = _single(params, "val")
     match = _INTEGER.fullmatch(raw)
     if match is None:

@@ -23,7 +23,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 __all__ = [
@@ -41,6 +41,13 @@ __all__ = [
     "DEFAULT_CHANNEL_BUFFER",
     "DEFAULT_REDIS_URL",
     "DEFAULT_REDIS_TIMEOUT",
+    "DEFAULT_DATABASE",
+    "DEFAULT_DATABASE_SYNC",
+    "DATABASE_SYNC_MODES",
+    "PIPELINES",
+    "DEFAULT_PIPELINE",
+    "DEFAULT_GC_THRESHOLD",
+    "GC_THRESHOLD_RANGE",
     "INITIAL_COUNTERS",
     "MAX_COUNTERS_RANGE",
     "MAX_NAME_LENGTH_RANGE",
@@ -79,6 +86,23 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Seconds the redis strategy waits to connect to Redis or for its answer before
 #: the request gets 503; Redis answers in well under a millisecond.
 DEFAULT_REDIS_TIMEOUT = 1.0
+#: The SQLite file that keeps the in-process strategies' counts; ``None`` (unset):
+#: memory only, gone when the server stops.
+DEFAULT_DATABASE: str | None = None
+#: How the database reaches the disk: ``full`` fsyncs every commit, so an
+#: acknowledged write survives a crash of the machine; ``normal`` (in WAL mode) may
+#: lose the last commits before a power loss or OS crash, never to a process crash.
+DATABASE_SYNC_MODES = ("full", "normal")
+DEFAULT_DATABASE_SYNC = "full"
+#: How Quart serves each request: ``lean`` (trio_counters.pipeline: no nursery or
+#: second task per request) or ``stock`` (quart-trio's own). The whole suite passes
+#: with either (run it with TRIO_COUNTERS_PIPELINE=stock and =lean after a change).
+PIPELINES = ("lean", "stock")
+DEFAULT_PIPELINE = "lean"
+#: Generation 0's threshold for Python's garbage collector while the app serves,
+#: after freezing what startup built (trio_counters.collector); 0 leaves the
+#: collector as Python set it.
+DEFAULT_GC_THRESHOLD = 50_000
 #: Counters that exist at 0 from the start: the seed's ab run hammers ``inc?name=i``
 #: without setting it first.
 INITIAL_COUNTERS = ("i", "j")
@@ -115,6 +139,9 @@ STORE_TIMEOUT_RANGE = (MIN_TIMEOUT, 300.0)
 #: server reports ready, for at most ``redis_timeout``; hypercorn gives the whole
 #: start 60 s (``startup_timeout``) and waits for it before it heeds a SIGTERM.
 REDIS_TIMEOUT_RANGE = (MIN_TIMEOUT, 30.0)
+#: ``gc_threshold``: 0 (Python's collector untouched) up to a million allocations
+#: between collections, past which a collection would walk more than it saves.
+GC_THRESHOLD_RANGE = (0, 1_000_000)
 
 _RANGES: dict[str, tuple[float, float]] = {
     "max_counters": MAX_COUNTERS_RANGE,
@@ -123,6 +150,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "store_timeout": STORE_TIMEOUT_RANGE,
     "channel_buffer": CHANNEL_BUFFER_RANGE,
     "redis_timeout": REDIS_TIMEOUT_RANGE,
+    "gc_threshold": GC_THRESHOLD_RANGE,
 }
 
 # The API's integer rule (app._INTEGER): an optional sign and ASCII digits; int()
@@ -165,6 +193,10 @@ class Settings:
     channel_buffer: int = DEFAULT_CHANNEL_BUFFER
     redis_url: str = DEFAULT_REDIS_URL
     redis_timeout: float = DEFAULT_REDIS_TIMEOUT
+    database: str | None = DEFAULT_DATABASE
+    database_sync: str = DEFAULT_DATABASE_SYNC
+    pipeline: str = DEFAULT_PIPELINE
+    gc_threshold: int = DEFAULT_GC_THRESHOLD
     #: Which settings came from which environment variable, so that a refusal names
     #: it; :meth:`resolve` fills it in. Not a setting, not kept.
     sources: dataclasses.InitVar[Mapping[str, str] | None] = None
@@ -191,6 +223,11 @@ class Settings:
         if not isinstance(self.redis_url, str):
             raise ConfigError(f"{label('redis_url')} must be a URL, got {_shown(self.redis_url, str)}")
         _check_redis_url(label("redis_url"), self.redis_url)
+        _check_database(label, self.store, self.database, self.database_sync)
+        if not isinstance(self.pipeline, str) or self.pipeline not in PIPELINES:
+            raise ConfigError(
+                f"{label('pipeline')} must be one of {', '.join(PIPELINES)}, got {_shown(self.pipeline, str)}"
+            )
         if self.store == "redis" and self.redis_timeout >= self.store_timeout:
             # The store notices Redis' silence whoever waits (stores/redis_pipeline.py),
             # but a request reports it only if it waits long enough to see it.
@@ -271,6 +308,28 @@ def _parse(name: str, kind: str, raw: str, variable: str) -> object:
             )
         return float(raw)
     return raw
+
+
+def _check_database(label: Callable[[str], str], store: str, database: object, sync: object) -> None:
+    """A path SQLite will be given as it is, and a store that keeps its counts in a process."""
+    if not isinstance(sync, str) or sync not in DATABASE_SYNC_MODES:
+        raise ConfigError(
+            f"{label('database_sync')} must be one of {', '.join(DATABASE_SYNC_MODES)}, got {_shown(sync, str)}"
+        )
+    if database is None:
+        return
+    if not isinstance(database, str) or not database or "\x00" in database:
+        raise ConfigError(f"{label('database')} must be the path of a file, got {_shown(database, str)}")
+    if database == ":memory:":
+        raise ConfigError(
+            f"{label('database')} names a file; to keep the counts in memory only, leave it unset"
+        )
+    if store in SHARED_STRATEGIES:
+        raise ConfigError(
+            f"{label('database')} is a file for the naive, lock and channel stores, which keep "
+            f"their counts in one process; the {store} store ({label('store')}) keeps its counts "
+            f"in {store.capitalize()}: use one or the other"
+        )
 
 
 def _check_redis_url(where: str, url: str) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from typing import TextIO
 
@@ -41,6 +42,11 @@ Below each timeline: the final value, the expected one, the updates lost, and
 for naive which write erased which increment. Above n={DRAWN_UP_TO}, a summary
 (reads per value seen, batches, the manager's turn sizes) replaces the rows.
 Colour on a terminal; plain when piped or with NO_COLOR set.
+
+With --durable each store keeps its counts in a fresh SQLite file (a temporary
+one per strategy, deleted afterwards), as with the database setting: the
+checkpoint becomes a real commit ("commits"), naive and lock commit once per
+increment, and the manager commits its whole turn as one transaction.
 """
 
 
@@ -57,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         "--strategies",
         default=",".join(IN_PROCESS_STRATEGIES),
         help="comma-separated, from %(default)s (default: all three)",
+    )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="commit to a fresh temporary SQLite file per strategy, as with the database setting",
     )
     parser.add_argument(
         "--svg", metavar="FILE", help=f"also draw the timelines as SVG (n up to {DRAWN_UP_TO})"
@@ -83,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The naive store logs its first loss; here the loss is the point.
     logging.getLogger("trio_counters.stores.naive").setLevel(logging.ERROR)
-    timelines = trio.run(_races, strategies, args.n)
+    timelines = trio.run(_races, strategies, args.n, args.durable)
 
     drawn = args.n <= DRAWN_UP_TO
     if args.svg:
@@ -113,8 +124,15 @@ def use_colour(choice: str, stream: TextIO, environ: Mapping[str, str]) -> bool:
     return stream.isatty() and not environ.get("NO_COLOR")
 
 
-async def _races(strategies: list[str], n: int) -> list[Timeline]:
-    return [Timeline(await run_race(strategy, n)) for strategy in strategies]
+async def _races(strategies: list[str], n: int, durable: bool) -> list[Timeline]:
+    if not durable:
+        return [Timeline(await run_race(strategy, n)) for strategy in strategies]
+    timelines = []
+    with tempfile.TemporaryDirectory(prefix="trio_counters-race-") as folder:
+        for strategy in strategies:
+            database = os.path.join(folder, f"{strategy}.db")
+            timelines.append(Timeline(await run_race(strategy, n, database=database)))
+    return timelines
 
 
 if __name__ == "__main__":

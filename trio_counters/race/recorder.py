@@ -49,6 +49,12 @@ KINDS: dict[str, str] = {
     "send.blocked": "the manager is busy: waits to hand its command over",
     "apply": "the manager applies a command (op, command); its write follows",
     "reply": "got the manager's answer",
+    # With a database (python -m trio_counters.race --durable):
+    "commit": "hands its writes to the database, one transaction in a worker thread, in "
+    "the checkpoint's place; value: the value committed (naive, lock); writes, rows: "
+    "what the manager's transaction carries (channel). The write that follows is made "
+    "as the commit returns",
+    "committed": "the manager's transaction returned: memory is written, every command answered",
 }
 
 

@@ -42,6 +42,13 @@ class Race:
     #: The recorded steps and events; empty when run untraced.
     steps: tuple[Step, ...] = ()
     events: tuple[Event, ...] = ()
+    #: The SQLite file the store committed to; ``None``: in memory, with the stand-in.
+    database: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The strategy, and whether its I/O was real."""
+        return f"{self.strategy} + database" if self.database else self.strategy
 
     @property
     def expected(self) -> int:
@@ -52,15 +59,16 @@ class Race:
         return self.expected - self.final
 
 
-async def run_race(strategy: str, n: int, *, traced: bool = True) -> Race:
+async def run_race(strategy: str, n: int, *, traced: bool = True, database: str | None = None) -> Race:
     """Increment one fresh counter from n tasks started together, the way the server does.
 
     The store comes from :func:`~trio_counters.stores.make_store`, its ``serve`` is
     started with the nursery start protocol and it is closed at the end, as the app
     does. With ``traced``, a :class:`Recorder` watches from the first increment's
-    start until the last one returns.
+    start until the last one returns. With ``database`` (a path; give a fresh one),
+    the store commits to that SQLite file where it would reach its stand-in checkpoint.
     """
-    store = make_store(strategy, max_counters=1, initial=[COUNTER])
+    store = make_store(strategy, max_counters=1, initial=[COUNTER], database=database)
     incs = tuple(increment_task(i) for i in range(1, n + 1))
     recorder = Recorder(incs + (MANAGER,))
     async with trio.open_nursery() as nursery:
@@ -86,6 +94,7 @@ async def run_race(strategy: str, n: int, *, traced: bool = True) -> Race:
         statistics=store.statistics(),
         steps=tuple(_renamed(step, rename) for step in recorder.steps),
         events=tuple(_renamed(event, rename) for event in recorder.events),
+        database=database,
     )
 
 

@@ -39,6 +39,8 @@ COLOURS = {
     "send.blocked": "#862e9c",
     "reply": "#862e9c",
     "apply": "#1c5fbf",
+    "commit": "#a61e4d",
+    "committed": "#2b8a3e",
     "ran": "#adb5bd",
     "lost": "#c92a2a",
     "ok": "#2b8a3e",

@@ -19,6 +19,8 @@ COLOURS = {
     "send.blocked": "35",
     "reply": "35",
     "apply": "1;34",  # bold blue
+    "commit": "1;35",
+    "committed": "1;32",
     "ran": "2",
     "wait": "2",
     "lost": "1;31",

@@ -94,7 +94,7 @@ class Timeline:
 
     @property
     def title(self) -> str:
-        return f"{self.race.strategy}: {self.race.n} increments of one counter, started together"
+        return f"{self.race.label}: {self.race.n} increments of one counter, started together"
 
     def widths(self) -> list[int]:
         """Each column's width in characters: its header's or its longest line's."""
@@ -143,6 +143,7 @@ class Timeline:
         r = self.race
         return {
             "strategy": r.strategy,
+            "database": r.database,
             "n": r.n,
             "final": r.final,
             "expected": r.expected,
@@ -205,6 +206,13 @@ def _describe(e: Event) -> str:
             return "manager busy"
         case "reply":
             return "got reply"
+        case "commit" if e.value is not None:
+            return f"commits {e.value}"
+        case "commit":
+            writes, rows = d.get("writes"), d.get("rows")
+            return f"commits {writes} writes" + ("" if rows is None else f" ({rows} row{'s' * (rows != 1)})")
+        case "committed":
+            return "committed"
     # A kind this module does not know (a newer store's): show it as it came.
     extra = " ".join(f"{k}={v}" for k, v in d.items() if k != "command")
     return " ".join(str(part) for part in (e.kind, e.value, extra) if part not in (None, ""))

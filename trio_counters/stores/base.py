@@ -28,8 +28,10 @@ __all__ = [
     "ChannelGuardStatistics",
     "CounterStore",
     "CounterTable",
+    "DatabaseStatistics",
     "GuardStatistics",
     "LockGuardStatistics",
+    "PendingWrites",
     "RaceStatistics",
     "RedisGuardStatistics",
     "StoreStatistics",
@@ -111,6 +113,40 @@ class RedisGuardStatistics:
     queued: int
 
 
+@dataclasses.dataclass(frozen=True)
+class DatabaseStatistics:
+    """The SQLite file an in-process store keeps its counts in (``database`` setting)."""
+
+    #: The file's absolute path.
+    file: str
+    #: ``full`` (each commit reaches the disk before it is acknowledged) or ``normal``.
+    synchronous: str
+    #: Whether the file is open: from the start of serving until the store closes.
+    open: bool
+    #: Counters in the file when the store opened it (``i`` and ``j`` included).
+    loaded: int
+    #: Seconds opening took: checks, loading every counter, the first write.
+    load_seconds: float
+    #: Transactions committed for requests (``/set`` and ``/inc``). Only grows.
+    commits: int
+    #: Writes (sets and increments) those transactions carried: ``writes / commits``
+    #: is the batch size, 1 for ``naive`` and ``lock``, often more for ``channel``.
+    writes: int
+    #: The most writes one transaction carried.
+    largest_commit: int
+    #: Seconds spent committing, summed (in the worker thread, fsync included).
+    commit_seconds: float
+    #: The longest commit, in seconds.
+    max_commit_seconds: float
+    #: Commits that failed (disk full, file read-only, I/O error): their requests got
+    #: 503 and changed nothing in memory. Only grows.
+    failed_commits: int
+    #: Why the latest commit failed, as SQLite said it; ``None`` once one succeeds.
+    last_failure: str | None
+    #: Tasks waiting for the connection, which commits one transaction at a time.
+    tasks_waiting: int
+
+
 #: Whatever guards a store's table, with its own statistics.
 GuardStatistics = LockGuardStatistics | ChannelGuardStatistics | RedisGuardStatistics
 
@@ -131,6 +167,8 @@ class StoreStatistics:
     #: The naive store's own count of what it lost; ``None`` for strategies that
     #: cannot lose an update.
     race: RaceStatistics | None = None
+    #: The file the counts are kept in; ``None`` when they live in memory only (or in Redis).
+    database: DatabaseStatistics | None = None
 
 
 class CounterTable:
@@ -149,6 +187,13 @@ class CounterTable:
     def __len__(self) -> int:
         return len(self._values)
 
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def load(self, values: dict[str, int]) -> None:
+        """Take ``values`` (a database's counters, checked against the limit) as the table."""
+        self._values = values
+
     def get(self, name: str) -> int:
         try:
             return self._values[name]
@@ -156,9 +201,13 @@ class CounterTable:
             raise CounterNotFound(name) from None
 
     def set(self, name: str, value: int) -> None:
-        if name not in self._values and len(self._values) >= self.max_counters:
-            raise TooManyCounters(name, self.max_counters)
+        self.check_room(name)
         self._values[name] = value
+
+    def check_room(self, name: str, *, pending: int = 0) -> None:
+        """Refuse a new name when the table, plus ``pending`` creations, is full."""
+        if name not in self._values and len(self._values) + pending >= self.max_counters:
+            raise TooManyCounters(name, self.max_counters)
 
     def incremented(self, name: str) -> int:
         """The value ``inc`` would write: the current one plus 1, within int64."""
@@ -166,6 +215,48 @@ class CounterTable:
         if value >= INT64_MAX:
             raise CounterOverflow(name, value)
         return value + 1
+
+
+class PendingWrites:
+    """Writes staged over a :class:`CounterTable`, written to it only once committed.
+
+    The same methods and rules as the table, each checked against the table plus
+    what is already staged, so a batch of commands can be answered as if applied
+    one after another. :attr:`rows` is what to commit (the last value of each
+    counter); :meth:`apply` writes them, and cannot fail: every refusal was raised
+    when its write was staged.
+    """
+
+    def __init__(self, table: CounterTable) -> None:
+        self._table = table
+        #: The new value of each counter written, in the order first written.
+        self.rows: dict[str, int] = {}
+        #: How many writes were staged (several increments of one counter are one row).
+        self.writes = 0
+        self._created = 0
+
+    def get(self, name: str) -> int:
+        try:
+            return self.rows[name]
+        except KeyError:
+            return self._table.get(name)
+
+    def set(self, name: str, value: int) -> None:
+        if name not in self.rows and name not in self._table:
+            self._table.check_room(name, pending=self._created)
+            self._created += 1
+        self.rows[name] = value
+        self.writes += 1
+
+    def incremented(self, name: str) -> int:
+        value = self.get(name)
+        if value >= INT64_MAX:
+            raise CounterOverflow(name, value)
+        return value + 1
+
+    def apply(self) -> None:
+        for name, value in self.rows.items():
+            self._table.set(name, value)
 
 
 class Tracer(Protocol):

@@ -26,10 +26,21 @@ trio way. No lock: mutual exclusion comes from the table having one owner.
   starts over on the same table, which is intact because every command is
   applied without an ``await``. Only the requester whose command was being
   handled gets 503; queued commands are served by the restarted loop.
+
+With a database (the ``database`` setting), the manager does in one turn what a lock
+cannot: it takes every command waiting, computes each result against the table plus
+the writes staged before it (:class:`PendingWrites`; a refusal -- 404, 409, 507 --
+is that command's answer and spoils nothing), commits all the writes as **one**
+transaction (group commit), writes them to memory at once, and only then answers
+each requester. Commands that arrive during the commit form the next batch. If the
+commit fails, nothing of the batch is written anywhere and every command in it gets
+503 with the reason. A requester that leaves while its batch commits is skipped, as
+above: its command counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
@@ -39,7 +50,9 @@ import outcome
 import trio
 
 from ..errors import StoreUnavailable
-from .base import ChannelGuardStatistics, CounterStore, CounterTable, StoreStatistics
+from .base import ChannelGuardStatistics, CounterTable, PendingWrites, StoreStatistics
+from .in_process import InProcessStore
+from .sqlite import Database
 
 __all__ = ["ChannelStore"]
 
@@ -49,49 +62,77 @@ _STOPPED = "the counter manager has stopped"
 _FAILED = "the counter manager failed while handling this request; it may or may not have been applied"
 
 
+#: The table, or a batch's writes staged over it: what a command's operation works on.
+_View = CounterTable | PendingWrites
+
+
 @dataclasses.dataclass(frozen=True)
 class _Command:
+    #: Called with the view, then ``args``.
     operation: Callable[..., Any]
     args: tuple[Any, ...]
     reply: trio.MemorySendChannel[outcome.Outcome[Any]]
 
 
-class ChannelStore(CounterStore):
+def _answer(command: _Command, result: outcome.Outcome[Any]) -> None:
+    try:
+        command.reply.send_nowait(result)
+    except trio.BrokenResourceError:
+        pass  # the requester has gone; its command still counted
+
+
+class ChannelStore(InProcessStore):
     strategy = "channel"
 
     def __init__(
-        self, *, max_counters: int, initial: Iterable[str] = (), buffer_size: int = 0
+        self,
+        *,
+        max_counters: int,
+        initial: Iterable[str] = (),
+        buffer_size: int = 0,
+        database: Database | None = None,
     ) -> None:
         # Only the manager task touches the table once serving begins.
-        self._table = CounterTable(max_counters=max_counters, initial=initial)
+        super().__init__(max_counters=max_counters, initial=initial, database=database)
         self._commands, self._inbox = trio.open_memory_channel[_Command](buffer_size)
         self._restarts = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The manager: apply commands one at a time until the store is closed."""
+        """The manager: apply commands until the store is closed (with a database:
+        open it first, and close it once the manager has left its loop)."""
         async with self._inbox:
-            task_status.started()
-            try:
-                while True:
-                    try:
-                        async for command in self._inbox:
+            if self._database is None:
+                await self._manage(task_status)
+            else:
+                async with self._database.opened(self._table, self._initial):
+                    await self._manage(task_status)
+
+    async def _manage(self, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        try:
+            while True:
+                try:
+                    async for command in self._inbox:
+                        if self._database is None:
                             self._apply_waiting(command)
-                        return  # closed and drained: serving is over
-                    except Exception:
-                        self._restarts += 1
-                        logger.exception(
-                            "the counter manager failed; restarting it on the intact table "
-                            "(restart %d)",
-                            self._restarts,
-                        )
-            finally:
-                # Leaving (closed or cancelled): answer the commands still queued
-                # by closing their reply channels, so none of them waits forever.
-                while True:
-                    try:
-                        self._inbox.receive_nowait().reply.close()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                        else:
+                            await self._commit_waiting(command, self._database)
+                    return  # closed and drained: serving is over
+                except Exception:
+                    self._restarts += 1
+                    logger.exception(
+                        "the counter manager failed; restarting it on the intact table "
+                        "(restart %d)",
+                        self._restarts,
+                    )
+        finally:
+            # Leaving (closed or cancelled): answer the commands still queued
+            # by closing their reply channels, so none of them waits forever.
+            while True:
+                try:
+                    self._inbox.receive_nowait().reply.close()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
 
     def _apply_waiting(self, command: _Command) -> None:
         """Apply ``command``, then every command already waiting, in this one turn.
@@ -118,18 +159,55 @@ class ChannelStore(CounterStore):
         # The table's methods never await, so each command is applied whole
         # before the manager looks at the next one. A refusal (or any error of
         # the operation) is captured and goes back to its requester.
+        _answer(command, self._apply(command, self._table))
+
+    def _apply(self, command: _Command, view: _View) -> outcome.Outcome[Any]:
         trace = self.tracer
         if trace is not None:
             op = command.operation.__name__.lstrip("_")
             trace("apply", command.args[0], op=op, command=id(command))
-        result = outcome.capture(command.operation, *command.args)
-        try:
-            command.reply.send_nowait(result)
-        except trio.BrokenResourceError:
-            pass  # the requester has gone; its command still counted
+        return outcome.capture(command.operation, view, *command.args)
+
+    async def _commit_waiting(self, first: _Command, database: Database) -> None:
+        """With a database: ``first`` and every command already waiting, as one batch.
+
+        Each result is computed against the writes staged before it; the writes are
+        committed as one transaction, then written to memory, then every command is
+        answered. A failed commit answers every command of the batch with its 503.
+        """
+        batch = [first, *self._take_waiting()]
+        with contextlib.ExitStack() as replies:
+            for command in batch:  # closed on the way out, whatever happens: 503, not a hang
+                replies.enter_context(command.reply)
+            staged = PendingWrites(self._table)
+            results = [self._apply(command, staged) for command in batch]
+            if staged.rows:
+                trace = self.tracer
+                if trace is not None:
+                    first_name = next(iter(staged.rows))
+                    database.announce(trace, first_name, writes=staged.writes, rows=len(staged.rows))
+                try:
+                    await database.commit(staged.rows, writes=staged.writes, then=staged.apply)
+                except StoreUnavailable as error:
+                    results = [outcome.Error(StoreUnavailable(str(error))) for _ in batch]
+                else:
+                    if trace is not None:
+                        trace("committed", first_name, writes=staged.writes)
+            for command, result in zip(batch, results):
+                _answer(command, result)
+
+    def _take_waiting(self) -> list[_Command]:
+        """Every command already waiting, taken without a checkpoint."""
+        waiting = []
+        while True:
+            try:
+                waiting.append(self._inbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return waiting
 
     def close(self) -> None:
-        # The manager drains what is already queued, then its loop ends.
+        # The manager drains what is already queued, then its loop ends (and, with a
+        # database, the file is closed).
         self._commands.close()
 
     async def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
@@ -166,27 +244,32 @@ class ChannelStore(CounterStore):
         return self._commands.statistics().open_receive_channels > 0
 
     async def get(self, name: str) -> int:
-        return await self._call(self._table.get, name)
+        return await self._call(self._get, name)
 
     async def set(self, name: str, value: int) -> None:
-        await self._call(self._table.set, name, value)
+        await self._call(self._set, name, value)
 
     async def inc(self, name: str) -> None:
         await self._call(self._inc, name)
 
-    def _inc(self, name: str) -> None:
-        new_value = self._table.incremented(name)
+    # The operations the manager applies, to the table or to a batch staged over it.
+
+    def _get(self, view: _View, name: str) -> int:
+        return view.get(name)
+
+    def _set(self, view: _View, name: str, value: int) -> None:
+        view.set(name, value)
+
+    def _inc(self, view: _View, name: str) -> None:
+        new_value = view.incremented(name)
         trace = self.tracer
         if trace is not None:
-            trace("write", name, new_value, was=self._table.get(name))
-        self._table.set(name, new_value)
+            trace("write", name, new_value, was=view.get(name))
+        view.set(name, new_value)
 
     def statistics(self) -> StoreStatistics:
         channel = self._commands.statistics()
-        return StoreStatistics(
-            strategy=self.strategy,
-            counters=len(self._table),
-            max_counters=self._table.max_counters,
+        return self._statistics(
             guard=ChannelGuardStatistics(
                 buffer_used=channel.current_buffer_used,
                 buffer_size=int(channel.max_buffer_size),
