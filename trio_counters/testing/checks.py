@@ -41,11 +41,12 @@ class Witness:
             task_status.started()
 
     async def _timed(self, call: Callable[[], Awaitable[Reply]], start: float | None = None) -> None:
+        retry = start is not None
         start = trio.current_time() if start is None else start
         try:
             reply = await call()
         except (*TRANSPORT_ERRORS, ConnectionError) as error:
-            self.failures.append(repr(error))
+            self.failures.append(f"{'retry' if retry else 'new connection'}: {error!r}")
             return
         self._record(reply, start)
 
@@ -74,7 +75,7 @@ class Witness:
                             self.retried += 1
                             await self._timed(lambda: request(self.port, self.target), start)
                         else:
-                            self.failures.append(repr(error))
+                            self.failures.append(f"keep-alive connection: {error!r}")
                         break
                     self._record(reply, start)
                     answered_here += 1
