@@ -36,9 +36,13 @@ from benchmarks.strategies import leaves, serve_strategy  # noqa: E402
 from trio_counters.testing import ServerError  # noqa: E402
 
 STRATEGIES = ("naive", "lock", "channel")
-#: The ceiling row's name in --strategies: the bare ASGI app, a reference.
+#: The ceiling row's name in --strategies: the bare ASGI app, unguarded, a reference.
 CEILING = "bare"
 DEFAULT_STRATEGIES = (*STRATEGIES, CEILING)
+#: The same bare app guarded like lock, asked for by name: lock's row over it is what
+#: the framework costs for the same work.
+GUARDED_CEILING = "bare-lock"
+REFERENCES = (CEILING, GUARDED_CEILING)
 #: Rows past one process, asked for by name (they need a Redis, so not run by
 #: default): redis with one worker and with two (-w 2), and lock with two workers,
 #: which gives each worker a table of its own -- the split count redis fixes.
@@ -48,7 +52,7 @@ SPLIT = ("lock-w2",)
 #: Durable rows, asked for by name: each in-process strategy keeping its counts in
 #: an SQLite file (TRIO_COUNTERS_DATABASE), a fresh temporary one per server.
 DURABLE = tuple(f"{strategy}-db" for strategy in STRATEGIES)
-CHOICES = (*DEFAULT_STRATEGIES, *DURABLE, *SCALE_OUT)
+CHOICES = (*DEFAULT_STRATEGIES, GUARDED_CEILING, *DURABLE, *SCALE_OUT)
 DEFAULT_REQUESTS = 5000
 DEFAULT_CONCURRENCY = 200
 DEFAULT_MODE = "keepalive"
@@ -62,8 +66,11 @@ send N increments from C concurrent clients, read the final count, stop the
 server, and print one table: requests, failed, final count, lost updates
 (succeeded - increase), req/s, req/s over naive's (what each guard costs, when
 naive ran) and latency p50/p99/max. naive is meant to lose
-updates; lock and channel must lose none. The bare* row is a reference ceiling:
-the same workload on a bare ASGI app (no Quart), guarded by a lock like 'lock'.
+updates; lock and channel must lose none. The bare* row is the reference ceiling:
+the same workload on a bare ASGI app (no Quart) on the same transport, unguarded
+(in trio a read and a write with no await between them need no lock). bare-lock,
+asked for by name, is that app guarded step for step like 'lock': lock's rate
+over bare-lock's is what the framework costs for the same work.
 
 More workers, asked for by name: redis and redis-w2 (one and two hypercorn
 workers on one Redis, at TRIO_COUNTERS_REDIS_URL, default
@@ -99,9 +106,9 @@ retried.
   config         mode, requests, concurrency, timeout_s, name, url (null
                  unless --url), strategies
   results[]      one object per server, in table order:
-    strategy     naive | lock | channel | bare | naive-db | lock-db | channel-db |
+    strategy     naive | lock | channel | bare | bare-lock | naive-db | lock-db | channel-db |
                  redis | redis-w2 | lock-w2 | the --url
-    reference    true for the bare ASGI ceiling row
+    reference    true for the bare ASGI rows (bare, bare-lock)
     planned      requests asked for (-n); requests = succeeded + failed
                  (fewer than planned only if interrupted)
     succeeded, failed, failures {{connect, io, timeout, unclosed, status}}
@@ -290,7 +297,7 @@ async def run_session(session: Session) -> None:
     for strategy in args.strategies:
         async with serve_strategy(strategy, settings=SERVER_SETTINGS) as server:
             target = Target(server.host, server.port)
-            await measure(session, target, strategy, reset=True, reference=strategy == CEILING)
+            await measure(session, target, strategy, reset=True, reference=strategy in REFERENCES)
 
 
 async def run_until_interrupted(session: Session) -> None:

@@ -1,17 +1,19 @@
 """Bare ASGI counter apps: the same API with no Quart, as reference ceilings.
 
-Two entry points, one code path:
+Two entry points, one code path, served by hypercorn through
+``benchmarks.reference:served("bare")`` and ``served("bare+lock")``, which
+install trio_counters' transport first, so that a ceiling runs on the same
+transport as the rows it is compared with:
 
-* ``app`` -- bench.py's ceiling row (``hypercorn --worker-class trio
-  benchmarks.bare_asgi:app``, from the repository root). Guarded exactly like the ``lock`` strategy
-  (read, ``await trio.sleep(0)``, write, all under one ``trio.Lock``), so the gap
-  between this row and ``lock`` is what Quart and quart-trio cost per request,
-  not a difference in the work.
-* ``unguarded_app`` -- the thinnest honest counter, ``benchmarks.throughput``'s
-  ceiling for the transport itself: read and write with no ``await`` between
-  them, which trio makes atomic without a lock. Under 200 clients the lock
-  above serializes its checkpoint (one holder per scheduling round), which
-  costs the same on either transport and would blur what the transport costs.
+* ``unguarded_app`` -- the ceiling: bench.py's ``bare`` row and the benchmarks'
+  ``bare`` rows. The thinnest honest counter: read and write with no ``await``
+  between them, which trio makes atomic without a lock.
+* ``app`` -- the same, guarded exactly like the ``lock`` strategy (read,
+  ``await trio.sleep(0)``, write, all under one ``trio.Lock``): bench.py's
+  ``bare-lock`` row, asked for by name. The gap between it and ``lock`` is what
+  Quart and quart-trio cost per request for the same work. Under 200 clients the
+  lock lets one holder through its checkpoint per scheduling round, which costs
+  the same with or without a framework: it is no ceiling.
 
 It speaks the same API: ``/set?name=N&val=V``, ``/get?name=N``, ``/inc?name=N``
 (GET, and POST for /set and /inc with the parameters in the query string or an

@@ -35,8 +35,10 @@ shared machine), and the ratios with targets:
 * our default server >= 0.5x the bare ASGI ceiling on the same transport, C=200.
 
 It exits 1 if a target is missed or a run fails, 2 without wrk. Every server
-is stopped however the run ends. Extra ``TRIO_COUNTERS_*`` settings in the
-environment (``TRIO_COUNTERS_GC``, say) reach our two rows only.
+is stopped however the run ends. Other ``TRIO_COUNTERS_*`` settings in the
+environment reach every server but act in our two rows only
+(``TRIO_COUNTERS_GC_THRESHOLD=50000``, say: the reference apps never start
+trio_counters' app).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ OTHER_RATIOS = (
 
 
 def configs() -> tuple[Config, ...]:
-    """The six rows; our two carry the environment's other TRIO_COUNTERS_* settings."""
+    """The six rows (the environment's other TRIO_COUNTERS_* settings act in ours only)."""
     plain = 'benchmarks.reference:served("plain")'
     return (
         Config("plain", plain, "stock", "stock"),

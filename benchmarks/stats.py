@@ -166,7 +166,12 @@ def format_table(rows: Sequence[Row], *, note: str = "") -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = []
     if any(row.reference for row in rows):
-        notes.append("* reference ceiling: a bare ASGI app (no Quart) on the same hypercorn trio worker, lock-guarded")
+        notes.append(
+            "* reference ceiling: a bare ASGI app (no Quart) on the same hypercorn trio worker and transport,"
+            " unguarded: in trio a read and a write with no await between them need no lock"
+        )
+    if any(row.reference and row.strategy == "bare-lock" for row in rows):
+        notes.append("  bare-lock: the same app guarded like lock (read, checkpoint, write under one trio.Lock)")
     for row in rows:
         failed = {kind: n for kind, n in row.failures.items() if n}
         if failed:

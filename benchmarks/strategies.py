@@ -4,7 +4,9 @@
 (``TRIO_COUNTERS_STORE``); ``-db`` keeps an in-process store's counts in an SQLite
 file (``naive-db``, ``lock-db``, ``channel-db``: a fresh temporary file per server,
 deleted when it stops); ``-wN`` asks hypercorn for N workers (``lock-w2``,
-``redis-w2``); ``bare`` is the bare ASGI ceiling, ``benchmarks.bare_asgi:app``.
+``redis-w2``); ``bare`` is the bare ASGI ceiling (``benchmarks.bare_asgi``'s unguarded
+counter, on the transport trio_counters serves with) and ``bare-lock`` the same app
+guarded like ``lock``.
 Every server runs from the repository root, where hypercorn imports
 ``benchmarks.*`` apps from.
 """
@@ -23,13 +25,18 @@ import trio
 
 from trio_counters.testing import Server, ServerError, serving
 
-__all__ = ["ROOT", "BARE_APP", "DURABLE_SUFFIX", "strategy_server", "serve_strategy", "leaves", "run_script"]
+__all__ = ["ROOT", "BARE_APP", "BARE_LOCK_APP", "DURABLE_SUFFIX", "strategy_server", "serve_strategy", "leaves", "run_script"]
 
 T = TypeVar("T")
 
 #: The repository root: hypercorn's working directory.
 ROOT = Path(__file__).resolve().parent.parent
-BARE_APP = "benchmarks.bare_asgi:app"
+#: bench.py's ceiling: the bare ASGI counter, unguarded, on the same transport as the
+#: strategies' servers (``TRIO_COUNTERS_TRANSPORT``, installed in the worker as
+#: ``import trio_counters`` does).
+BARE_APP = 'benchmarks.reference:served("bare")'
+#: The same counter guarded step for step like the lock strategy (``bare-lock``).
+BARE_LOCK_APP = 'benchmarks.reference:served("bare+lock")'
 #: A strategy name ending so (``lock-db``) keeps its counts in a fresh SQLite file.
 DURABLE_SUFFIX = "-db"
 
@@ -39,6 +46,8 @@ def strategy_server(strategy: str) -> tuple[str, dict[str, str], tuple[str, ...]
     (a durable one's file is chosen by :func:`serve_strategy`)."""
     if strategy == "bare":
         return BARE_APP, {}, ()
+    if strategy == "bare-lock":
+        return BARE_LOCK_APP, {}, ()
     store, _, workers = strategy.partition("-w")  # redis-w2: redis, 2 workers
     store = store.removesuffix(DURABLE_SUFFIX)
     return "trio_counters:app", {"TRIO_COUNTERS_STORE": store}, ("--workers", workers) if workers else ()

@@ -22,7 +22,7 @@ bare/stock     benchmarks.bare_asgi ``unguarded_app``: no framework;   stock
                read and write with no await between (atomic in trio):
                the transport's ceiling
 bare/fast      the same                                                fast
-bare+lock/...  benchmarks.bare_asgi ``app``: bench.py's ceiling,       both
+bare+lock/...  benchmarks.bare_asgi ``app``: bench.py's bare-lock,     both
                lock-guarded like the lock strategy (reference rows)
 =============  =====================================================  =========
 

@@ -14,10 +14,10 @@ from unittest import mock
 import pytest
 
 import bench
-from benchmarks.strategies import BARE_APP, strategy_server
+from benchmarks.strategies import BARE_APP, BARE_LOCK_APP, strategy_server
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("throughput", "vs_wrk", "correctness_cost", "soak", "memory")
+BENCHMARKS = ("throughput", "framework", "vs_wrk", "correctness_cost", "soak", "memory")
 
 
 # --- bench.py's command line -------------------------------------------------------------------
@@ -77,7 +77,10 @@ def test_strategy_names_map_to_app_environment_and_workers() -> None:
     assert strategy_server("redis-w2") == ("trio_counters:app", {"TRIO_COUNTERS_STORE": "redis"}, ("--workers", "2"))
     assert strategy_server("lock-w2")[2] == ("--workers", "2")
     assert strategy_server("bare") == (BARE_APP, {}, ())
-    assert BARE_APP == "benchmarks.bare_asgi:app"  # a module path hypercorn imports from the root
+    # The unguarded bare app, on the transport the strategies' servers use (a module
+    # path hypercorn imports from the root, which installs TRIO_COUNTERS_TRANSPORT's).
+    assert BARE_APP == 'benchmarks.reference:served("bare")'
+    assert strategy_server("bare-lock") == (BARE_LOCK_APP, {}, ())
 
 
 # --- the benchmarks run as modules -------------------------------------------------------
