@@ -27,7 +27,7 @@ the counts, and the worker's RSS (``/proc/PID/status`` VmRSS of hypercorn's work
 process, not its parent) at start, after the warm-up and at the end, with the
 growth after warm-up. Exit status 1 if anything is off: an unexpected error, a
 count out of bounds, RSS growth of 10 % or more after warm-up, a traceback in
-the server's log other than hypercorn's known close race, a server that did not
+the server's log, a server that did not
 start or did not exit 0; 130 on Ctrl-C.
 
 Loopback only; nothing here listens or connects anywhere else.
@@ -69,7 +69,6 @@ class Measured:
     stats: tuple[int, str]  # /stats: status, body
     exit_code: int | None
     tracebacks: list[str]
-    known_races: int
 
 
 async def read_back(port: int, names: list[str]) -> dict[str, int | None]:
@@ -150,7 +149,7 @@ async def run(args: argparse.Namespace) -> Measured:
     # The server has stopped: its exit code and its whole log are in.
     return Measured(
         books, elapsed, cpu, worker, rss, samples, finals, (stats.status, stats.body),
-        server.process.returncode, server.tracebacks(), server.known_races(),
+        server.process.returncode, server.tracebacks(),
     )  # fmt: skip
 
 
@@ -225,8 +224,7 @@ def check_server(m: Measured) -> list[str]:
           f"growth after warm-up {growth:+.1f} %")  # fmt: skip
     if growth >= MAX_RSS_GROWTH:
         problems.append(f"RSS grew {growth:.1f} % after warm-up (limit {MAX_RSS_GROWTH:g} %)")
-    print(f"server: exit code {m.exit_code}, {len(m.tracebacks)} unexpected tracebacks in its log, "
-          f"{m.known_races} of hypercorn's known close race (the client had its answer)")  # fmt: skip
+    print(f"server: exit code {m.exit_code}, {len(m.tracebacks)} tracebacks in its log")
     if m.exit_code != 0:
         problems.append(f"the server exited with {m.exit_code}")
     for record in m.tracebacks[:3]:

@@ -4,7 +4,8 @@ the fast ``TCPServer``, serving small ASGI apps that the real app cannot stand i
 A streamed body and a response head are never held back while the app waits; the
 fast transport closes after HTTP/1.0 and ``Connection: close`` even for a plain
 QuartTrio app without trio_counters' close fix; and that fix (``CompleteSends``)
-shields sends on the stock transport and steps aside on the fast one.
+shields sends on the stock transport and steps aside on the fast one. A write that
+meets the connection's close is a write to a closed connection.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import pytest
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.trio.tcp_server import TCPServer as StockTCPServer
+from hypercorn.trio.worker_context import WorkerContext
 from quart_trio import QuartTrio
 
 from trio_counters.connection import CompleteSends
 from trio_counters.testing import HOST, Raw, get_bytes
-from trio_counters.transport import FastTCPServer
+from trio_counters.transport import FastTCPServer, GuardedTCPServer
 
 #: Only guards against a hang: a pass never comes near it.
 HANG = 30.0
@@ -162,3 +165,54 @@ async def test_close_fix_shields_sends_on_the_stock_transport_and_steps_aside_on
         assert seen == ["wrapped send", "http.response.body"]
     else:
         assert seen == ["same send"]
+
+
+class ClosingStream:
+    """A stream caught in ``send_eof``, as trio's ``SocketStream`` is at the checkpoint
+    inside it: a write meanwhile raises ``BusyResourceError``, as trio's does."""
+
+    def __init__(self) -> None:
+        self.closing = trio.Event()
+        self.may_close = trio.Event()
+        self._in_send_eof = False
+        self.sent = b""
+
+    async def send_all(self, data: bytes) -> None:
+        if self._in_send_eof:
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+        await trio.lowlevel.checkpoint()
+        self.sent += data
+
+    async def send_eof(self) -> None:
+        self._in_send_eof = True
+        self.closing.set()
+        await self.may_close.wait()
+        self._in_send_eof = False
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_write_that_meets_the_close_is_a_write_to_a_closed_connection(
+    nursery: trio.Nursery,
+) -> None:
+    """The read loop closes the connection (``send_eof``, outside the send lock) while
+    an app task writes its answer: on the stock transport the write ends as one to a
+    closed connection would, not as the app's error (hypercorn logs "Error in ASGI
+    Framework" for it). The fast transport writes to the socket itself, past trio's
+    conflict detector, and finds it shut down."""
+    stream = ClosingStream()
+    server = GuardedTCPServer(None, Config(), WorkerContext(None), None, stream)
+    told: list[Any] = []
+
+    class Protocol:
+        async def handle(self, event: Any) -> None:
+            told.append(event)
+
+    server.protocol = Protocol()
+    nursery.start_soon(server._close)
+    await stream.closing.wait()
+    await server.protocol_send(RawData(data=b"HTTP/1.1 200 \r\n\r\n"))
+    stream.may_close.set()
+    assert told == [Closed()]
+    assert stream.sent == b""

@@ -101,13 +101,9 @@ class Witness:
 
 
 def assert_no_tracebacks(server: Server) -> None:
-    """The server logged no traceback but hypercorn's known, harmless close race
-    (:data:`~trio_counters.testing.server.KNOWN_HYPERCORN_RACE`), which is counted."""
+    """The server logged no traceback."""
     unexpected = server.tracebacks()
     assert not unexpected, "\n".join(unexpected)
-    known = server.known_races()
-    if known:
-        print(f"(hypercorn's known close race logged {known} time(s))")
 
 
 @asynccontextmanager

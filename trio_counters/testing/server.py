@@ -41,7 +41,6 @@ __all__ = [
     "README_ARGS",
     "STARTUP_TIMEOUT",
     "STOP_TIMEOUT",
-    "KNOWN_HYPERCORN_RACE",
     "Server",
     "ServerError",
     "server_command",
@@ -59,13 +58,6 @@ HOST = "127.0.0.1"
 README_ARGS = ("--workers", "0", "--backlog", "1024")
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-#: A race in hypercorn 0.18's stock trio transport, harmless to the client: when
-#: the app answers before reading a request body (413) and the client then closes,
-#: ``TCPServer._close`` (``send_eof``, outside its send lock) meets the app task's
-#: last ``send_all``, and hypercorn logs "Error in ASGI Framework". The answer was
-#: already sent whole. The fast transport does not have it.
-KNOWN_HYPERCORN_RACE = "BusyResourceError: another task is currently sending data on this SocketStream"
 
 _RUNNING = re.compile(rb"Running on http://127\.0\.0\.1:(\d+)\b")
 _LOG_RECORD = re.compile(r"^(?=\[\d{4}-\d\d-\d\d )", re.MULTILINE)
@@ -113,18 +105,8 @@ class Server:
         return self.log.splitlines()[-lines:]
 
     def tracebacks(self) -> list[str]:
-        """The log records with a traceback in them, but for :data:`KNOWN_HYPERCORN_RACE`."""
-        return [
-            record
-            for record in _LOG_RECORD.split(self.log)
-            if "Traceback" in record
-            and not ("Error in ASGI Framework" in record and KNOWN_HYPERCORN_RACE in record
-                     and "hypercorn/trio/tcp_server.py" in record)
-        ]  # fmt: skip
-
-    def known_races(self) -> int:
-        """How many times hypercorn logged :data:`KNOWN_HYPERCORN_RACE`."""
-        return self.log.count(KNOWN_HYPERCORN_RACE)
+        """The log records with a traceback in them."""
+        return [record for record in _LOG_RECORD.split(self.log) if "Traceback" in record]
 
     def send_signal(self, sig: int) -> None:
         self.process.send_signal(sig)

@@ -2,13 +2,16 @@
 
 :class:`GuardedTCPServer` is what ``TRIO_COUNTERS_TRANSPORT=stock`` installs,
 and the base of :class:`~trio_counters.transport.tcp_server.FastTCPServer`. It
-is hypercorn's own connection handling with three guards:
+is hypercorn's own connection handling with four guards:
 
 * Whatever a connection's handling raises (but cancellation, which always
   propagates) closes that connection and is logged once, with its traceback;
   every other connection and the app go on. In hypercorn it escapes the
   connection's task, cancels ``serve_listeners`` and ends the worker.
 * Its protocols are :class:`~trio_counters.transport.protocol.GuardedProtocolWrapper`'s.
+* A write that meets the connection's close (``send_eof``, which hypercorn
+  does outside its send lock) is a write to a closed connection, as it is
+  after the close; hypercorn logs it as the app's error.
 * A write is shielded, as in hypercorn, but only until the worker's graceful
   shutdown deadline (:class:`~trio_counters.transport.worker_context.ShutdownDeadline`);
   a write cut there closes the connection. In hypercorn a client that stops
@@ -120,7 +123,11 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
             with self._shutdown.shield() as shield:
                 try:
                     await self.stream.send_all(event.data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                    # Busy: the one writer outside the send lock is _close's
+                    # send_eof, in the read loop's task: the connection is
+                    # closing, and these bytes could never be sent after it.
+                    # hypercorn lets that escape into "Error in ASGI Framework".
                     await self.protocol.handle(Closed())
                     return
             if shield.cancelled_caught:
