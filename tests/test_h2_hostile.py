@@ -33,6 +33,7 @@ import pytest
 import trio
 
 from trio_counters.testing import Server, request, value_of
+from trio_counters.testing.checks import Witness
 from trio_counters.testing.http2 import (
     CONTINUATION,
     DATA,
@@ -265,6 +266,8 @@ def structure_cases() -> list[Case]:
         Case("SETTINGS of a bad length", frames(frame(SETTINGS, 0, 0, b"\0\0\0"))),
         Case("PRIORITY on itself", frames(frame(PRIORITY, 0, 1, struct.pack(">IB", 1, 16)))),
         Case("PRIORITY on idle streams", frames(*(frame(PRIORITY, 0, n, struct.pack(">IB", n + 2, 16)) for n in range(1, 200, 2)))),
+        # hypercorn put each in its queue of streams to send, which refuses a 1,001st.
+        Case("PRIORITY on 1,100 idle streams", frames(*(frame(PRIORITY, 0, n, struct.pack(">IB", 0, 16)) for n in range(1, 2200, 2)))),
         Case("PING of a bad length", frames(frame(PING, 0, 0, b"\0"))),
         Case("PING on a stream", frames(frame(PING, 0, 1, b"\0" * 8))),
         Case("PUSH_PROMISE from the client", frames(frame(PUSH_PROMISE, END_HEADERS, 1, b"\0\0\0\2" + header_block(GET_I)), stream=INC_FORM)),
@@ -343,3 +346,67 @@ async def test_a_client_that_never_opens_its_window_cannot_hold_the_shutdown(
             assert not client.streams[stream_id].ended
     assert code == 0, server.log
     assert took <= graceful + 1.0, f"the worker took {took:.2f} s to exit"
+
+
+ENHANCE_YOUR_CALM = 0xB
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_rapid_reset_starts_no_request_and_ends_the_connection(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """1,000 increments, each reset in the same write that opens it ("rapid reset"):
+    none is started, the client gets GOAWAY (ENHANCE_YOUR_CALM) once it has reset more
+    than the 100 streams it may have open, and a well-behaved client is not held up.
+    hypercorn started all 1,000 in one scheduling round (others waited 2-3 s) and its
+    send queue refused the 1,001st with a traceback."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    await request(server.port, "/set?name=i&val=0")
+    witness = Witness(server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(witness.run)
+        with trio.fail_after(PATIENCE):
+            async with await H2Client.connect(server.port) as client:
+                for _ in range(1000):
+                    stream_id = client.stream_id()
+                    client.h2.send_headers(stream_id, INC_I, end_stream=True)
+                    client.h2.reset_stream(stream_id)
+                await client.flush()
+                await client.read_to_close()
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    assert client.goaway == ENHANCE_YOUR_CALM
+    assert not any(stream.status for stream in client.streams.values())
+    assert await value_of(server.port, "i") == 0
+    print(witness.check(minimum=1, below=1.0))
+    assert server.tracebacks() == []
+    assert "reset 101 of the 101 streams it opened" in server.log
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_a_client_resetting_most_of_its_started_streams_is_told_to_calm_down(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """Streams reset after the server has read them (their requests wait for a body
+    that never comes): up to 100 resets the connection still answers; at the 101st,
+    with most of what it opened reset, it gets GOAWAY (ENHANCE_YOUR_CALM). Nothing was
+    applied."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    await request(server.port, "/set?name=i&val=0")
+
+    async def open_and_reset(client: H2Client) -> None:
+        stream_id = await client.raw_request(INC_FORM, end_stream=False)
+        assert await client.settle()  # the server has read the HEADERS: the request waits
+        await client.send(frame(RST_STREAM, 0, stream_id, struct.pack(">I", 8)))
+
+    with trio.fail_after(3 * PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            for _ in range(100):
+                await open_and_reset(client)
+            answer = await client.response(await client.request(GET_I))
+            assert answer.status == 200 and client.goaway is None
+            await open_and_reset(client)
+            await client.read_to_close()
+    assert client.goaway == ENHANCE_YOUR_CALM
+    assert await value_of(server.port, "i") == 0
+    assert server.tracebacks() == []

@@ -27,6 +27,7 @@ from quart_trio import QuartTrio
 from trio_counters.connection import CompleteSends
 from trio_counters.testing import HOST, Raw, get_bytes
 from trio_counters.transport import FastTCPServer, GuardedTCPServer
+from trio_counters.transport.guarded import LOGGED_TRACEBACK, bounded_traceback
 
 #: Only guards against a hang: a pass never comes near it.
 HANG = 30.0
@@ -216,3 +217,19 @@ async def test_a_write_that_meets_the_close_is_a_write_to_a_closed_connection(
     stream.may_close.set()
     assert told == [Closed()]
     assert stream.sent == b""
+
+
+def test_a_failure_quoting_the_client_is_logged_bounded_with_its_end() -> None:
+    """A failure's message may quote what the client sent: the guard logs its traceback's
+    head and end (where the exception is), never 100 KB of the client's bytes."""
+    try:
+        raise ValueError("the client sent " + "x" * 100_000)
+    except ValueError as error:
+        failure = error
+    logged = bounded_traceback(failure)
+    assert len(logged) < LOGGED_TRACEBACK + 100
+    assert logged.startswith("Traceback (most recent call last):")
+    assert logged.endswith("x" * 1000)
+    assert "characters left out" in logged
+    short = ValueError("short")
+    assert bounded_traceback(short) == "ValueError: short"

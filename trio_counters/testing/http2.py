@@ -157,6 +157,11 @@ class H2Client:
             await self._receive()
         return True
 
+    async def read_to_close(self) -> None:
+        """Read until the server closes the connection (a GOAWAY is noted on the way)."""
+        while not self.closed:
+            await self._receive()
+
     async def _receive(self) -> None:
         try:
             data = await self.stream.receive_some(65536)

@@ -5,7 +5,8 @@ and the base of :class:`~trio_counters.transport.tcp_server.FastTCPServer`. It
 is hypercorn's own connection handling with four guards:
 
 * Whatever a connection's handling raises (but cancellation, which always
-  propagates) closes that connection and is logged once, with its traceback;
+  propagates) closes that connection and is logged once, with its traceback
+  (at most :data:`LOGGED_TRACEBACK` characters of it);
   every other connection and the app go on. In hypercorn it escapes the
   connection's task, cancels ``serve_listeners`` and ends the worker.
 * Its protocols are :class:`~trio_counters.transport.protocol.GuardedProtocolWrapper`'s.
@@ -22,6 +23,7 @@ Why and how: docs/transport.md.
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import trio
@@ -38,6 +40,20 @@ from .protocol import GuardedProtocolWrapper
 from .worker_context import ShutdownDeadline
 
 __all__ = ["GuardedTCPServer"]
+
+
+#: The most of one failure's traceback that goes to the log: its messages may quote
+#: what the client sent, and no client should write 100 KB to the log per connection.
+LOGGED_TRACEBACK = 8192
+
+
+def bounded_traceback(failure: BaseException) -> str:
+    """The failure's traceback, its middle left out if it is over :data:`LOGGED_TRACEBACK`."""
+    text = "".join(traceback.format_exception(failure)).rstrip("\n")
+    if len(text) <= LOGGED_TRACEBACK:
+        return text
+    head, tail = LOGGED_TRACEBACK // 4, LOGGED_TRACEBACK * 3 // 4
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters left out ...]\n{text[-tail:]}"
 
 
 class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
@@ -66,8 +82,8 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
                 await trio.aclose_forcefully(self.stream)  # closed already, unless closing failed
                 await self.config.log.error(
                     "trio_counters: a connection's handling failed; that connection was "
-                    "closed, the worker goes on",
-                    exc_info=failure,
+                    "closed, the worker goes on\n%s",
+                    bounded_traceback(failure),
                 )
             if rest is not None:
                 raise rest from None

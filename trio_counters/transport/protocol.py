@@ -89,6 +89,14 @@ def _h2_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+#: How much of one read h2 parses at a time (see GuardedH2Protocol.handle).
+_H2_SLICE = 4096
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return "an unknown address" if client is None else f"{client[0]}:{client[1]}"
+
+
 class _Refused(Exception):
     """An HTTP/1.1 request was refused and the connection is closing: read no further."""
 
@@ -153,7 +161,24 @@ class GuardedH11Protocol(H11Protocol):  # type: ignore[misc,valid-type]
 
 class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
     """hypercorn's HTTP/2, refusing a stream whose method or path it would fail on
-    (or CONNECT), and dropping data for a stream that has already been answered."""
+    (or CONNECT), dropping data for a stream that has already been answered, and
+    ending a connection that opens streams only to reset them ("rapid reset").
+
+    hypercorn starts the app for every stream as its HEADERS are read, and the
+    client's RST_STREAM only cancels it afterwards: 1,000 HEADERS + RST_STREAM
+    pairs in one write started 1,000 requests in one scheduling round (every other
+    client waited 2-3 s), and overflowed the priority tree of streams waiting to
+    send, which ended the connection with a traceback. Here a stream the client
+    resets in the same read is never started (it was cancelled before it was
+    read: nothing is applied), PRIORITY frames for streams that are not open are
+    dropped (hypercorn put each one in that tree, to wait for ever), and a client
+    that has reset more than ``h2_max_concurrent_streams`` of its streams, and
+    more than half of all it opened, gets GOAWAY with ENHANCE_YOUR_CALM.
+    """
+
+    _opened = 0
+    _reset = 0
+    _last_started = 0
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -167,15 +192,39 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
         await self._refuse(1, _h2_refusal(headers))  # type: ignore[arg-type]
         self.task_group.spawn(self.send_task)
 
+    async def handle(self, event: Any) -> None:
+        if not isinstance(event, RawData) or len(event.data) <= _H2_SLICE:
+            await super().handle(event)
+            return
+        # A large read goes to h2 in slices, so that a connection closed for
+        # rapid reset is not parsed to the end of a 64 KiB read first.
+        data = memoryview(event.data)
+        for start in range(0, len(data), _H2_SLICE):
+            if self.closed:
+                return
+            await super().handle(RawData(data=bytes(data[start : start + _H2_SLICE])))
+
     async def _handle_events(self, events: list[Any]) -> None:
         # One event at a time, since whether a stream exists depends on the
         # events before it.
+        reset_here = {event.stream_id for event in events if isinstance(event, h2.events.StreamReset)}
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
+                self._opened += 1
+                if event.stream_id in reset_here:
+                    continue  # cancelled before it was read: never started
                 refusal = _h2_refusal(event.headers)
                 if refusal is not None and not self.context.terminated.is_set():
                     await self._refuse(event.stream_id, refusal)
                     continue
+                self._last_started = event.stream_id
+            elif isinstance(event, h2.events.StreamReset) and event.remote_reset:
+                self._reset += 1
+                if self._reset > self.config.h2_max_concurrent_streams and 2 * self._reset > self._opened:
+                    await self._calm_down()
+                    return
+            elif isinstance(event, h2.events.PriorityUpdated) and event.stream_id not in self.streams:
+                continue  # hypercorn would add the stream to its send queue, never to leave
             elif isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
                 # Its stream was refused, or answered before its body ended
                 # (hypercorn then fails on the missing stream): give the client
@@ -186,6 +235,22 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
                 await self._flush()
                 continue
             await super()._handle_events([event])
+
+    async def _calm_down(self) -> None:
+        """GOAWAY (ENHANCE_YOUR_CALM) to a client resetting most of what it opens, and close."""
+        self.connection.close_connection(
+            h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
+            last_stream_id=self._last_started,
+            additional_data=b"too many streams reset",
+        )
+        await self._flush()
+        self.closed = True  # read no further
+        await self.config.log.warning(
+            "trio_counters: closed an HTTP/2 connection from %s that reset %d of the %d "
+            "streams it opened",
+            _peer(self.client), self._reset, self._opened,
+        )  # fmt: skip
+        await self.send(Closed())
 
     async def _refuse(self, stream_id: int, message: str) -> None:
         """400 with ``message`` on ``stream_id``, then a reset if the client is still sending."""
