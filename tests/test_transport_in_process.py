@@ -10,6 +10,8 @@ meets the connection's close is a write to a closed connection.
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -233,3 +235,39 @@ def test_a_failure_quoting_the_client_is_logged_bounded_with_its_end() -> None:
     assert "characters left out" in logged
     short = ValueError("short")
     assert bounded_traceback(short) == "ValueError: short"
+
+
+@pytest.mark.parametrize("tcp_server", [FastTCPServer, GuardedTCPServer], ids=["fast", "stock"])
+async def test_requests_pipelined_behind_a_reset_are_not_started(
+    tcp_server: type, nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
+) -> None:
+    """A client pipelines three requests and resets while the first is in the app: the
+    first answer's write fails, the connection is closed, and the two requests behind
+    it are never started -- nobody could read their answers. (hypercorn started them
+    one after another, each answered into the void.)"""
+    started: list[str] = []
+    first_started, release = trio.Event(), trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        started.append(scope["path"])
+        if len(started) == 1:
+            first_started.set()
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = await serve_in_process(nursery, app, tcp_server)
+    client = trio.socket.socket()
+    await client.connect((HOST, port))
+    await client.send(get_bytes("/1") + get_bytes("/2") + get_bytes("/3"))
+    with trio.fail_after(HANG):
+        await first_started.wait()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset
+    await trio.sleep(0.1)  # for the kernel to take the reset in
+    release.set()
+    await trio.sleep(0.5)  # time enough for /2 and /3 to be started, were they
+    assert started == ["/1"]

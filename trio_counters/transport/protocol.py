@@ -98,20 +98,30 @@ def _peer(client: tuple[str, int] | None) -> str:
 
 
 class _Refused(Exception):
-    """An HTTP/1.1 request was refused and the connection is closing: read no further."""
+    """An HTTP/1.1 request was refused, or the connection has closed: read no further."""
 
 
 class GuardedH11Protocol(H11Protocol):  # type: ignore[misc,valid-type]
     """hypercorn's HTTP/1.1, refusing WebSocket upgrades and Content-Length with
-    Transfer-Encoding, and answering a whole request whose client half-closed."""
+    Transfer-Encoding, answering a whole request whose client half-closed, and
+    starting no request once the connection is closed.
+
+    hypercorn went on with the requests a client had pipelined after the connection
+    closed under them (a write failed: the client reset): each was applied, its
+    answer written nowhere. 100 clients that pipelined 500 ``/inc`` and reset kept
+    the worker busy for 17 s with 28,500 increments nobody could see.
+    """
 
     _refusal: str | None = None
     _refused = False
+    _closed = False
     _answered: trio.Event | None = None
 
     async def handle(self, event: Any) -> None:
         if self._refused:
             return  # the connection is closing: nothing more is read
+        if isinstance(event, Closed):
+            self._closed = True
         try:
             await super().handle(event)
         except _Refused:
@@ -136,6 +146,8 @@ class GuardedH11Protocol(H11Protocol):  # type: ignore[misc,valid-type]
             self._answered.set()
 
     async def _check_protocol(self, event: h11.Request) -> None:
+        if self._closed:
+            raise _Refused  # pipelined behind the close: no one can read its answer
         self._refusal = _h11_refusal(event)
         if self._refusal is None:
             await super()._check_protocol(event)  # h2c upgrade, HTTP/2 preface
