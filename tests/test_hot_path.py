@@ -1,6 +1,6 @@
 """What the request path does cheaply gives what the plain way would.
 
-- ``_decode``'s shortcut for a query with nothing to decode is ``parse_qsl`` exactly;
+- ``decode``'s shortcut for a query with nothing to decode is ``parse_qsl`` exactly;
 - the header count of the 431 check is ``request.headers``' names and values;
 - ``TextResponse`` built from a string is the response TrioResponse would build;
 - the gate counts every answer (``cancelled`` included) under keys it made once,
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib
 from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,8 +21,8 @@ from werkzeug.exceptions import BadRequest
 
 from trio_counters import create_app
 from trio_counters.gate import Gate
-
-app_module = importlib.import_module("trio_counters.app")
+from trio_counters.params import decode
+from trio_counters.responses import TextResponse
 
 #: Queries made of the characters that matter to the split: separators, '=', '%', '+'.
 queries = st.one_of(
@@ -38,16 +37,16 @@ def test_decode_is_parse_qsl_strict_with_blank_values(raw: bytes) -> None:
         expected = parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         with pytest.raises(BadRequest):
-            app_module._decode(raw, "query string")
+            decode(raw, "query string")
         return
-    assert app_module._decode(raw, "query string") == expected
+    assert decode(raw, "query string") == expected
 
 
 @pytest.mark.parametrize(
     "raw", [b"", b"name=i", b"&&name=i&&", b"name", b"name=", b"=i", b"a=b=c", b"name=i;x=1", b"name=i&name=j"]
 )
 def test_decode_shortcut_examples(raw: bytes) -> None:
-    assert app_module._decode(raw, "query string") == parse_qsl(raw.decode(), keep_blank_values=True)
+    assert decode(raw, "query string") == parse_qsl(raw.decode(), keep_blank_values=True)
 
 
 class _PlainText(TrioResponse):
@@ -57,7 +56,7 @@ class _PlainText(TrioResponse):
 @pytest.mark.parametrize("status", [None, 200, 404, 503])
 @pytest.mark.parametrize("body", ["ok\n", "", "café: 3\n"])
 def test_text_response_from_a_string_is_trio_responses(body: str, status: int | None) -> None:
-    fast, plain = app_module.TextResponse(body, status), _PlainText(body, status)
+    fast, plain = TextResponse(body, status), _PlainText(body, status)
     assert list(fast.headers.items()) == list(plain.headers.items())
     assert (fast.status, fast.status_code, fast.timeout) == (plain.status, plain.status_code, plain.timeout)
     assert (fast.response.data, type(fast.response)) == (plain.response.data, type(plain.response))

@@ -1,42 +1,31 @@
-"""The HTTP layer: the app factory, the three endpoints, and the error mapping.
+"""The HTTP layer: the app factory, the endpoints, and the error mapping.
 
-Every body is one line of ``text/plain; charset=utf-8`` ending in ``\\n``. Input is
-checked here, before the store is asked, so a refused request changes nothing.
-Store errors become status codes in one place, :data:`STATUS_FOR`.
+Every body is one line of ``text/plain; charset=utf-8`` ending in ``\\n``
+(:mod:`trio_counters.responses`). Input is checked before the store is asked
+(:mod:`trio_counters.params`), so a refused request changes nothing. Store errors
+become status codes in one place, :data:`STATUS_FOR`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from functools import partial
 from itertools import chain
-from typing import Any
-from urllib.parse import parse_qsl
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from quart import request
 from quart_trio import QuartTrio
-from quart_trio.wrappers import TrioResponse
-from werkzeug.utils import get_content_type
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
-    BadRequest,
     HTTPException,
     MethodNotAllowed,
     NotFound,
     RequestHeaderFieldsTooLarge,
     RequestURITooLarge,
-    UnsupportedMediaType,
 )
 
 from . import collector
 from .config import INITIAL_COUNTERS, Settings
-from .gate import Gate
-from .metrics import RequestRecorder, StoreCollector, stats_document
-from .pipeline import install as install_pipeline
-from .shared_timeout import SharedTimeout
 from .errors import (
     CounterCorrupt,
     CounterNotFound,
@@ -46,7 +35,13 @@ from .errors import (
     StoreUnavailable,
     TooManyCounters,
 )
-from .stores import INT64_MAX, INT64_MIN, CounterStore, make_store
+from .gate import Gate
+from .metrics import RequestRecorder, StoreCollector, stats_document
+from .params import counter_name, counter_value, read_params
+from .pipeline import install as install_pipeline
+from .responses import TextResponse, text
+from .shared_timeout import SharedTimeout
+from .stores import CounterStore, make_store
 
 __all__ = [
     "create_app",
@@ -92,48 +87,6 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "/stats": ("GET", "HEAD"),
     "/metrics": ("GET", "HEAD"),
 }
-#: The one body type a form may come in (``curl -d``): percent-encoded, so every
-#: name has one spelling. Multipart is refused (415): its fields carry raw bytes
-#: that werkzeug decodes with replacement characters, so two names would meet.
-FORM_TYPE = "application/x-www-form-urlencoded"
-
-# ASCII digits only: str.isdigit() and int() would also take "٣", "1_000" and " 7 ".
-_INTEGER = re.compile(r"[+-]?([0-9]+)")
-# Control characters and Unicode line breaks: either would split the one-line body.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-class TextResponse(TrioResponse):
-    """Responses default to ``text/plain``: the API speaks one line of text.
-
-    A handler's ``str`` (every answer but ``/stats`` and ``/metrics``) is made into
-    the response TrioResponse would build -- the same headers in the same order --
-    without its per-response lookups: the absent Content-Type header it looks for
-    (an exception caught inside werkzeug), the MIME type's charset, the status text.
-    """
-
-    default_mimetype = "text/plain"
-
-    def __init__(
-        self,
-        response: Any = None,
-        status: int | None = None,
-        headers: Any = None,
-        mimetype: str | None = None,
-        content_type: str | None = None,
-    ) -> None:
-        if type(response) is not str or headers is not None or mimetype is not None or content_type is not None:
-            super().__init__(response, status, headers, mimetype, content_type)
-            return
-        data = response.encode()
-        self.headers = Headers(((_CONTENT_TYPE, _TEXT), (_CONTENT_LENGTH, str(len(data)))))
-        self.status = 200 if status is None else status
-        self.timeout = Ellipsis
-        self.response = self.data_body_class(data)
-
-
-_CONTENT_TYPE, _CONTENT_LENGTH = "Content-Type", "Content-Length"
-_TEXT = get_content_type(TextResponse.default_mimetype, "utf-8")
 
 
 def create_app(
@@ -239,15 +192,15 @@ def create_app(
 
     @app.route("/get", methods=ALLOWED_METHODS["/get"])
     async def get_counter() -> str:
-        name = _name(await _params(), max_name_length)
+        name = counter_name(await read_params(), max_name_length)
         value = await ask(counters.get, name)
         return f"{name}: {value}\n"
 
     @app.route("/set", methods=ALLOWED_METHODS["/set"])
     async def set_counter() -> str:
-        params = await _params()
-        name = _name(params, max_name_length)
-        value = _value(params)
+        params = await read_params()
+        name = counter_name(params, max_name_length)
+        value = counter_value(params)
         await ask(counters.set, name, value)
         return "ok\n"
 
@@ -260,7 +213,7 @@ def create_app(
 
     @app.route("/inc", methods=ALLOWED_METHODS["/inc"])
     async def inc_counter() -> str:
-        name = _name(await _params(), max_name_length)
+        name = counter_name(await read_params(), max_name_length)
         await ask(inc, name)
         return "ok\n"
 
@@ -277,7 +230,7 @@ def create_app(
 
     @app.errorhandler(StoreError)
     async def store_error(error: StoreError) -> TextResponse:
-        response = _text(str(error), STATUS_FOR[type(error)])
+        response = text(str(error), STATUS_FOR[type(error)])
         if isinstance(error, StoreUnavailable):
             response.headers["Retry-After"] = "1"
         return response
@@ -294,7 +247,7 @@ def create_app(
             message = "internal server error"
         else:
             message = str(error.description).replace("\n", " ")
-        response = _text(message, status)
+        response = text(message, status)
         if isinstance(error, MethodNotAllowed):
             response.headers["Allow"] = allowed
         return response
@@ -311,82 +264,3 @@ class _AppState:
         self.settings = settings
         self.store = store
         self.inc_limiter = inc_limiter
-
-
-def _text(body: str, status: int) -> TextResponse:
-    return TextResponse(body + "\n", status=status)
-
-
-Params = list[tuple[str, str]]
-
-
-async def _params() -> Params:
-    """Query arguments, plus form fields for POST (``curl -d name=x localhost:8000/inc``),
-    as ``(name, value)`` pairs in order: the query's first.
-
-    Both are percent-decoded here, strictly: an escape that is not UTF-8 is refused
-    (400), where werkzeug would keep it as text in a query (``c%FF``) and replace it
-    in a form (``c\ufffd``), giving one counter several spellings.
-    """
-    current = request._get_current_object()
-    params = _decode(current.query_string, "query string")
-    if current.method == "POST" and current.mimetype:
-        mimetype = current.mimetype
-        if mimetype != FORM_TYPE:
-            if mimetype.startswith("multipart/"):
-                raise UnsupportedMediaType(
-                    f"send the form as {FORM_TYPE} (curl -d), or use the query string"
-                )
-            return params  # a body of another type carries no parameters
-        params += _decode(await current.get_data(cache=False), "form body")
-    return params
-
-
-def _decode(raw: bytes, where: str) -> Params:
-    """``name=value`` pairs, percent-decoded as UTF-8 with no replacement: exactly
-    ``parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")``."""
-    if raw.isascii() and b"%" not in raw and b"+" not in raw:
-        # Nothing to decode (``name=i``, the usual query): parse_qsl's own split,
-        # without its per-field replace and unquote.
-        pairs = []
-        for field in raw.decode("ascii").split("&"):
-            if field:
-                name, _, value = field.partition("=")
-                pairs.append((name, value))
-        return pairs
-    try:
-        return parse_qsl(raw.decode(), keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise BadRequest(f"{where} is not valid UTF-8 once percent-decoded") from None
-
-
-def _single(params: Params, key: str) -> str:
-    values = [value for name, value in params if name == key]
-    if not values or values[0] == "":
-        example = "?name=COUNTER" if key == "name" else "&val=INTEGER"
-        raise BadRequest(f"missing {key}: give {example}")
-    if len(values) > 1:
-        raise BadRequest(f"{key} given {len(values)} times: give it once")
-    return values[0]
-
-
-def _name(params: Params, max_length: int) -> str:
-    name = _single(params, "name")
-    if len(name) > max_length:
-        raise BadRequest(f"name is {len(name)} characters long; the limit is {max_length}")
-    if _CONTROL.search(name):
-        raise BadRequest("name must not contain control characters or line breaks")
-    return name
-
-
-def _value(params: Params) -> int:
-    raw = _single(params, "val")
-    match = _INTEGER.fullmatch(raw)
-    if match is None:
-        raise BadRequest("val must be a base-10 integer: an optional sign and ASCII digits")
-    # Past 19 significant digits it is out of range; checking first also spares
-    # int() a huge conversion.
-    value = int(raw) if len(match[1].lstrip("0")) <= 19 else None
-    if value is None or not INT64_MIN <= value <= INT64_MAX:
-        raise BadRequest(f"val must be within the signed 64-bit range [{INT64_MIN}, {INT64_MAX}]")
-    return value
