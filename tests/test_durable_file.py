@@ -188,6 +188,9 @@ async def test_the_server_refuses_a_bad_file_in_one_line_and_exits(
     assert len(lines) == 1, log
     assert lines[0].split("ERROR in sqlite: ", 1)[1].startswith(f"cannot use the database {path}: ")
     assert re.search(says, lines[0]), lines[0]
+    # And no traceback repeats it: one more line says the process is ending.
+    assert "Traceback" not in log, log
+    assert "the app did not start (the reason is above); exiting" in log, log
 
 
 def test_settings_database_and_its_sync_mode() -> None:

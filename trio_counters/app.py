@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from functools import partial
 from itertools import chain
+from typing import Any
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -41,9 +42,10 @@ from .params import counter_name, counter_value, read_params
 from .pipeline import install as install_pipeline
 from .responses import TextResponse, text
 from .shared_timeout import SharedTimeout
-from .stores import CounterStore, make_store
+from .stores import CounterStore, DatabaseUnusable, make_store
 
 __all__ = [
+    "CounterApp",
     "create_app",
     "STATUS_FOR",
     "MAX_BODY_BYTES",
@@ -89,6 +91,19 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
+class CounterApp(QuartTrio):
+    """QuartTrio, but for the log of a start the store refused.
+
+    A database file the store cannot use is logged by the store in one line that
+    says why (docs/durable.md); Quart would log it again with a 40-line traceback.
+    """
+
+    def log_exception(self, exception_info: Any) -> None:
+        if isinstance(exception_info[1], DatabaseUnusable):
+            return
+        super().log_exception(exception_info)
+
+
 def create_app(
     *,
     store: str | None = None,
@@ -103,7 +118,7 @@ def create_app(
     database_sync: str | None = None,
     pipeline: str | None = None,
     gc_threshold: int | None = None,
-) -> QuartTrio:
+) -> CounterApp:
     """Build a fresh counter app with its own store.
 
     Each argument left as ``None`` comes from its ``TRIO_COUNTERS_*`` environment
@@ -135,7 +150,7 @@ def create_app(
     )
     inc_limiter = trio.CapacityLimiter(settings.inc_concurrency) if settings.inc_concurrency else None
 
-    app = QuartTrio("trio_counters", static_folder=None)  # the API serves no files
+    app = CounterApp("trio_counters", static_folder=None)  # the API serves no files
     lean = install_pipeline(app, settings.pipeline == "lean")  # trio_counters/pipeline/
     app.response_class = TextResponse
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

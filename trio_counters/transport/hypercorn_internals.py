@@ -19,11 +19,11 @@ try:
     from hypercorn.trio.task_group import TaskGroup as StockTaskGroup, _handle as handle_app
     from hypercorn.trio.tcp_server import MAX_RECV, TCPServer as StockTCPServer
     from hypercorn.typing import ConnectionState
-    from hypercorn.utils import parse_socket_addr
+    from hypercorn.utils import LifespanFailureError, parse_socket_addr
 except ImportError as error:  # pragma: no cover - exercised only on another hypercorn
     IMPORT_ERROR: ImportError | None = error
     StockTCPServer = StockTaskGroup = ProtocolWrapper = H11Protocol = H2Protocol = object  # type: ignore[assignment,misc]
-    H2CProtocolRequiredError = H2ProtocolAssumedError = Exception  # type: ignore[assignment,misc]
+    H2CProtocolRequiredError = H2ProtocolAssumedError = LifespanFailureError = Exception  # type: ignore[assignment,misc]
     run_module = Closed = RawData = Updated = None  # type: ignore[assignment,misc]
     handle_app = ConnectionState = parse_socket_addr = None  # type: ignore[assignment,misc]
     MAX_RECV: Any = None

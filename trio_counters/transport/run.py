@@ -10,7 +10,9 @@ breaks. :func:`worker_serve` closes that gap: there, the first SIGINT or SIGTERM
 starts hypercorn's graceful shutdown (bounded by ``--graceful-timeout``), and any
 later one is ignored. A signal that comes while the app is still starting (its store
 connecting, say) ends the start at once: hypercorn itself would only look at its
-shutdown trigger once it serves. Why and how: docs/transport.md.
+shutdown trigger once it serves. An app that refuses to start (a database file it
+cannot use) ends the process with status 1 and one line, not hypercorn's traceback.
+Why and how: docs/transport.md.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import trio
 
-from .hypercorn_internals import IMPORT_ERROR, run_module
+from .hypercorn_internals import IMPORT_ERROR, LifespanFailureError, run_module
 
 __all__ = ["SHUTDOWN_SIGNALS", "stock_worker_serve", "worker_serve"]
 
@@ -49,6 +51,17 @@ async def worker_serve(
             app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
         )
         return
+    try:
+        await _serve_the_process(app, config, sockets, task_status)
+    except* LifespanFailureError:
+        # The app refused to start, and said why in the log already (the store's
+        # one line, or Quart's traceback): one more line, and no traceback of
+        # hypercorn's, which would only repeat it.
+        await config.log.critical("trio_counters: the app did not start (the reason is above); exiting")
+        raise SystemExit(1) from None
+
+
+async def _serve_the_process(app: Any, config: Any, sockets: Any, task_status: Any) -> None:
     signalled = trio.Event()
     serving = _NoteStarted(task_status)
     with _set_on_signal(signalled):
