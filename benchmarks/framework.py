@@ -45,19 +45,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-
-import trio
 
 from trio_counters.config import DEFAULT_PIPELINE
-from trio_counters.testing import ServerError
 from trio_counters.transport import DEFAULT_TRANSPORT
 
-from . import wrk
-from .strategies import leaves
-from .throughput import PATH, Config, Sample, collect, machine
+from .throughput import PATH, Config, Samples, command_line, machine, ratio, run_and_report, table
 
 #: (numerator, denominator, concurrency, target): the ratios the issue sets.
 DEFAULT = f"ours/{DEFAULT_TRANSPORT}/{DEFAULT_PIPELINE}"
@@ -92,77 +85,28 @@ def configs() -> tuple[Config, ...]:
     )
 
 
-def report(args: argparse.Namespace, samples: dict[tuple[str, int], list[Sample]]) -> int:
+def report(args: argparse.Namespace, samples: Samples) -> int:
     """The table per concurrency and the ratios; how many targets were missed."""
-    rps: dict[tuple[str, int], float] = {}
-    cpu: dict[tuple[str, int], float] = {}
-    for connections in args.concurrency:
-        print(f"\nC={connections}")
-        print(f"  {'row':<17} {'req/s (median)':>14}   {'runs':<22} {'CPU us/req':>10} {'errors':>6}")
-        for config in configs():
-            runs = samples[(config.label, connections)]
-            key = (config.label, connections)
-            rps[key] = statistics.median(s.rps for s in runs)
-            cpu[key] = statistics.median(s.cpu_us for s in runs)
-            listed = " ".join(f"{s.rps:.0f}" for s in runs)
-            errors = sum(s.errors for s in runs)
-            print(f"  {config.label:<17} {rps[key]:>14.0f}   {listed:<22} {cpu[key]:>10.0f} {errors:>6}")
-
-    print(
-        "\nratios A / B: of median req/s (what the targets are set on) and, in brackets, of"
-        "\nworker CPU per request, B's over A's (capacity; less disturbed by other load)"
-    )
+    medians = table(args.concurrency, configs(), samples)
     failures = 0
     for connections in args.concurrency:
         print(f"  C={connections}")
         lines = [(a, b, target) for a, b, c, target in TARGETS if c == connections]
         lines += [(a, b, None) for a, b in OTHER_RATIOS if not any((a, b) == (x, y) for x, y, _ in lines)]
         for a, b, target in lines:
-            value = rps[(a, connections)] / rps[(b, connections)]
-            capacity = cpu[(b, connections)] / cpu[(a, connections)]
-            verdict = ""
-            if target is not None:
-                met = value >= target
-                failures += not met
-                verdict = f"  target >= {target:g}: {'met' if met else 'MISSED'}"
-            print(f"    {a + ' / ' + b:<36} {value:5.2f}x  (CPU {capacity:4.2f}x){verdict}")
+            failures += ratio(medians, a, b, connections, target)
     return failures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.framework",
-        description=__doc__.split("\n\n")[0],
-        epilog="usage, from the repository root:\n  .venv/bin/python -m benchmarks.framework [--runs 1 --duration 2]",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--runs", type=int, default=3, help="runs per row and concurrency (3)")
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run (3)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 200], help="keep-alive connections")
-    args = parser.parse_args(argv)
-    if args.runs < 1 or not args.duration > 0 or min(args.concurrency) < 1:
-        parser.error("--runs, --duration and --concurrency must be positive")
-    if not wrk.available():
-        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
-        return 2
+    args = command_line("benchmarks.framework", __doc__, argv)
     settings = {key: value for key, value in os.environ.items() if key.startswith("TRIO_COUNTERS_")}
     print(f"machine: {machine()}")
     print(
         f"load: wrk -t1, keep-alive, GET {PATH}, {args.duration:g} s per run, median of {args.runs}; "
         f"our default: {DEFAULT}; other settings: {settings or 'none'}"
     )
-    started = time.monotonic()
-    samples = None
-    try:
-        samples = trio.run(collect, args, configs())
-    except* (ServerError, wrk.WrkError, trio.TooSlowError) as group:
-        for error in leaves(group):
-            print(f"error: {error}", file=sys.stderr)
-    if samples is None:
-        return 1
-    failures = report(args, samples)
-    print(f"\ntargets missed: {failures}; total {time.monotonic() - started:.0f} s")
-    return 1 if failures else 0
+    return run_and_report(args, configs(), report)
 
 
 if __name__ == "__main__":

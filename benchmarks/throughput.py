@@ -53,6 +53,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,9 @@ class Sample:
     cpu_us: float
 
 
+Samples = dict[tuple[str, int], list[Sample]]
+
+
 async def measure(server: Server, connections: int, duration: float) -> Sample:
     """One wrk run against ``server``; its worker's CPU time per request over the run."""
     worker = server.worker
@@ -128,9 +132,7 @@ def machine() -> str:
     )
 
 
-async def collect(
-    args: argparse.Namespace, configs: tuple[Config, ...] = CONFIGS
-) -> dict[tuple[str, int], list[Sample]]:
+async def collect(args: argparse.Namespace, configs: tuple[Config, ...] = CONFIGS) -> Samples:
     """Every server up at once; the warm-up, then ``--runs`` rounds of wrk runs."""
     samples: dict[tuple[str, int], list[Sample]] = {}
     started = time.monotonic()
@@ -150,64 +152,75 @@ async def collect(
     return samples
 
 
-def report(args: argparse.Namespace, samples: dict[tuple[str, int], list[Sample]]) -> int:
+#: Median req/s and median CPU per request, by (row, concurrency).
+Medians = tuple[dict[tuple[str, int], float], dict[tuple[str, int], float]]
+
+
+def table(concurrency: list[int], configs: tuple[Config, ...], samples: Samples) -> Medians:
+    """Print each concurrency's table of rows; the medians, for the ratios."""
+    rps: dict[tuple[str, int], float] = {}
+    cpu: dict[tuple[str, int], float] = {}
+    width = max(len(config.label) for config in configs) + 2
+    for connections in concurrency:
+        print(f"\nC={connections}")
+        print(f"  {'row':<{width}} {'req/s (median)':>14}   {'runs':<22} {'CPU us/req':>10} {'errors':>6}")
+        for config in configs:
+            key = (config.label, connections)
+            runs = samples[key]
+            rps[key] = statistics.median(s.rps for s in runs)
+            cpu[key] = statistics.median(s.cpu_us for s in runs)
+            listed = " ".join(f"{s.rps:.0f}" for s in runs)
+            errors = sum(s.errors for s in runs)
+            print(f"  {config.label:<{width}} {rps[key]:>14.0f}   {listed:<22} {cpu[key]:>10.0f} {errors:>6}")
+    print(
+        "\nratios A / B: of median req/s (what the targets are set on) and, in brackets, of"
+        "\nworker CPU per request, B's over A's (capacity; less disturbed by other load)"
+    )
+    return rps, cpu
+
+
+def ratio(medians: Medians, a: str, b: str, connections: int, target: float | None = None) -> bool:
+    """Print the ratio of row ``a`` to row ``b``, and its verdict if it has a target;
+    whether it missed the target."""
+    rps, cpu = medians
+    value = rps[(a, connections)] / rps[(b, connections)]
+    capacity = cpu[(b, connections)] / cpu[(a, connections)]
+    missed = target is not None and value < target
+    verdict = "" if target is None else f"  target >= {target:g}: {'MISSED' if missed else 'met'}"
+    print(f"    {a + ' / ' + b:<36} {value:5.2f}x  (CPU {capacity:4.2f}x){verdict}")
+    return missed
+
+
+def report(args: argparse.Namespace, samples: Samples) -> int:
     """The table per concurrency and the ratios; how many targets were missed."""
     from trio_counters.transport import DEFAULT_TRANSPORT
 
-    median: dict[tuple[str, int], float] = {}
-    median_cpu: dict[tuple[str, int], float] = {}
-    for connections in args.concurrency:
-        print(f"\nC={connections}")
-        print(f"  {'row':<15} {'req/s (median)':>14}   {'runs':<26} {'CPU us/req':>10} {'errors':>6}")
-        for config in CONFIGS:
-            runs = samples[(config.label, connections)]
-            rps = median[(config.label, connections)] = statistics.median(s.rps for s in runs)
-            cpu = median_cpu[(config.label, connections)] = statistics.median(s.cpu_us for s in runs)
-            listed = " ".join(f"{s.rps:.0f}" for s in runs)
-            errors = sum(s.errors for s in runs)
-            print(f"  {config.label:<15} {rps:>14.0f}   {listed:<26} {cpu:>10.0f} {errors:>6}")
-
+    medians = table(args.concurrency, CONFIGS, samples)
     default = f"ours/{DEFAULT_TRANSPORT}"
-    print(
-        "\nratios A / B: of median req/s (what the targets are set on) and, in brackets, of"
-        "\nserver CPU per request, B's over A's (capacity; less disturbed by other load)"
-    )
     failures = 0
     for connections in args.concurrency:
-
-        def ratio(a: str, b: str) -> tuple[float, float]:
-            return (
-                median[(a, connections)] / median[(b, connections)],
-                median_cpu[(b, connections)] / median_cpu[(a, connections)],
-            )
-
-        lines = [
-            ("ours/stock / plain", ratio("ours/stock", "plain"), None),
-            ("ours/fast  / plain", ratio("ours/fast", "plain"), None),
-            ("ours/fast  / ours/stock", ratio("ours/fast", "ours/stock"), None),
-            ("bare/stock / plain", ratio("bare/stock", "plain"), None),
-            ("bare/fast  / bare/stock", ratio("bare/fast", "bare/stock"), TARGET_BARE_FAST_VS_STOCK),
-            ("bare+lock/fast / bare+lock/stock", ratio("bare+lock/fast", "bare+lock/stock"), None),
-            ("bare+lock/fast / bare/fast", ratio("bare+lock/fast", "bare/fast"), None),
-        ]
-        if connections == 200:
-            lines.insert(0, (f"default ({default}) / plain", ratio(default, "plain"), TARGET_OURS_VS_PLAIN))
         print(f"  C={connections}")
-        for name, (value, capacity), target in lines:
-            verdict = ""
-            if target is not None:
-                met = value >= target
-                failures += not met
-                verdict = f"  target >= {target:g}: {'met' if met else 'MISSED'}"
-            print(f"    {name:<34} {value:5.2f}x  (CPU {capacity:4.2f}x){verdict}")
+        if connections == 200:
+            failures += ratio(medians, default, "plain", connections, TARGET_OURS_VS_PLAIN)
+        for a, b, target in (
+            ("ours/stock", "plain", None),
+            ("ours/fast", "plain", None),
+            ("ours/fast", "ours/stock", None),
+            ("bare/stock", "plain", None),
+            ("bare/fast", "bare/stock", TARGET_BARE_FAST_VS_STOCK),
+            ("bare+lock/fast", "bare+lock/stock", None),
+            ("bare+lock/fast", "bare/fast", None),
+        ):
+            failures += ratio(medians, a, b, connections, target)
     return failures
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_line(prog: str, doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """The options these wrk benchmarks share: --runs, --duration, --concurrency."""
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.throughput",
-        description=__doc__.split("\n\n")[0],
-        epilog="usage, from the repository root:\n  .venv/bin/python -m benchmarks.throughput [--runs 1 --duration 2]",
+        prog=f"python -m {prog}",
+        description=doc.split("\n\n")[0],
+        epilog=f"usage, from the repository root:\n  .venv/bin/python -m {prog} [--runs 1 --duration 2]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per row and concurrency (3)")
@@ -216,20 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or not args.duration > 0 or min(args.concurrency) < 1:
         parser.error("--runs, --duration and --concurrency must be positive")
+    return args
+
+
+def run_and_report(
+    args: argparse.Namespace, configs: tuple[Config, ...], report: Callable[[argparse.Namespace, Samples], int]
+) -> int:
+    """Collect the samples, then report them; the exit status: 0, 1 if a target was
+    missed or a run failed, 2 without wrk."""
     if not wrk.available():
         print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
         return 2
-    from trio_counters.transport import DEFAULT_TRANSPORT
-
-    print(f"machine: {machine()}")
-    print(
-        f"load: wrk -t1, keep-alive, GET {PATH}, {args.duration:g} s per run, "
-        f"median of {args.runs}; trio_counters' default transport: {DEFAULT_TRANSPORT}"
-    )
     started = time.monotonic()
     samples = None
     try:
-        samples = trio.run(collect, args)
+        samples = trio.run(collect, args, configs)
     except* (ServerError, wrk.WrkError, trio.TooSlowError) as group:
         for error in leaves(group):
             print(f"error: {error}", file=sys.stderr)
@@ -238,6 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     failures = report(args, samples)
     print(f"\ntargets missed: {failures}; total {time.monotonic() - started:.0f} s")
     return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = command_line("benchmarks.throughput", __doc__, argv)
+    from trio_counters.transport import DEFAULT_TRANSPORT
+
+    print(f"machine: {machine()}")
+    print(
+        f"load: wrk -t1, keep-alive, GET {PATH}, {args.duration:g} s per run, "
+        f"median of {args.runs}; trio_counters' default transport: {DEFAULT_TRANSPORT}"
+    )
+    return run_and_report(args, CONFIGS, report)
 
 
 if __name__ == "__main__":
