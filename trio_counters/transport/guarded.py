@@ -89,7 +89,8 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
                 raise rest from None
 
     async def _serve(self) -> None:
-        # hypercorn's TCPServer.run, with GuardedProtocolWrapper for its protocols.
+        # hypercorn's TCPServer.run, with GuardedProtocolWrapper for its protocols;
+        # what runs once the protocol is up is _serve_connection's.
         try:
             try:
                 with trio.fail_after(self.config.ssl_handshake_timeout):
@@ -108,7 +109,7 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
             client = parse_socket_addr(socket.family, socket.getpeername())
             server = parse_socket_addr(socket.family, socket.getsockname())
 
-            async with TaskGroup() as task_group:
+            async with self._new_task_group() as task_group:
                 self._task_group = task_group
                 self.protocol = GuardedProtocolWrapper(
                     self.app,
@@ -123,12 +124,20 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
                     alpn_protocol,
                 )
                 await self.protocol.initiate()
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
+                await self._serve_connection(task_group)
         except OSError:
             pass
         finally:
             await self._close()
+
+    def _new_task_group(self) -> Any:
+        """The task group of this connection's app calls: hypercorn's."""
+        return TaskGroup()
+
+    async def _serve_connection(self, task_group: Any) -> None:
+        """Read until the connection ends, as hypercorn does: its idle timer, then reads."""
+        await self.idle_task.restart(task_group, self._idle_timeout)
+        await self._read_data()
 
     async def protocol_send(self, event: Any) -> None:
         if not isinstance(event, RawData):

@@ -20,15 +20,7 @@ from typing import Any
 import trio
 
 from .guarded import GuardedTCPServer
-from .hypercorn_internals import (
-    MAX_RECV,
-    Closed,
-    ConnectionState,
-    RawData,
-    Updated,
-    parse_socket_addr,
-)
-from .protocol import GuardedProtocolWrapper
+from .hypercorn_internals import MAX_RECV, Closed, RawData, Updated
 from .task_group import TaskGroup
 from .writer import HIGH_WATER, CoalescingWriter
 
@@ -67,56 +59,22 @@ class FastTCPServer(CoalescingWriter, GuardedTCPServer):
         # Plain TCP: the trio socket, for direct reads and writes; None under TLS.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
 
-    async def _serve(self) -> None:
-        # As hypercorn's run(), with the idle timer task replaced by the
-        # watchdog, which ends when reading ends (GuardedTCPServer.run calls it).
-        try:
-            try:
-                with trio.fail_after(self.config.ssl_handshake_timeout):
-                    await self.stream.do_handshake()
-            except (trio.BrokenResourceError, trio.TooSlowError):
-                return  # Handshake failed
-            alpn_protocol = self.stream.selected_alpn_protocol()
-            socket = self.stream.transport_stream.socket
-            ssl = True
-        except AttributeError:  # Not SSL
-            alpn_protocol = "http/1.1"
-            socket = self.stream.socket
-            ssl = False
+    def _new_task_group(self) -> TaskGroup:
+        return TaskGroup(self._coalesce)
 
+    async def _serve_connection(self, task_group: TaskGroup) -> None:
+        # In place of hypercorn's idle timer task, the watchdog, which ends
+        # when reading ends.
+        self._idle_scope.deadline = trio.current_time() + self.config.keep_alive_timeout
+        task_group.spawn(self._watch_idle)
+        self._reading = True
+        task_group.spawn(self._write_held)
         try:
-            client = parse_socket_addr(socket.family, socket.getpeername())
-            server = parse_socket_addr(socket.family, socket.getsockname())
-
-            async with TaskGroup(self._coalesce) as task_group:
-                self._task_group = task_group
-                self.protocol = GuardedProtocolWrapper(
-                    self.app,
-                    self.config,
-                    self.context,
-                    task_group,
-                    ConnectionState(self.state),
-                    ssl,
-                    client,
-                    server,
-                    self.protocol_send,
-                    alpn_protocol,
-                )
-                await self.protocol.initiate()
-                self._idle_scope.deadline = trio.current_time() + self.config.keep_alive_timeout
-                task_group.spawn(self._watch_idle)
-                self._reading = True
-                task_group.spawn(self._write_held)
-                try:
-                    await self._read_data()
-                finally:
-                    self._stop_watchdog.cancel()
-                    self._reading = False  # from now on nothing is held
-                    self._held.cancel()
-        except OSError:
-            pass
+            await self._read_data()
         finally:
-            await self._close()
+            self._stop_watchdog.cancel()
+            self._reading = False  # from now on nothing is held
+            self._held.cancel()
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, RawData):
