@@ -10,6 +10,7 @@ meets the connection's close is a write to a closed connection.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from trio_counters.connection import CompleteSends
 from trio_counters.testing import HOST, Raw, get_bytes
 from trio_counters.transport import FastTCPServer, GuardedTCPServer
 from trio_counters.transport.guarded import LOGGED_TRACEBACK, bounded_traceback
+from trio_counters.transport.worker import waiting_connections
+from trio_counters.transport.worker import worker_serve as batched_worker_serve
 
 #: Only guards against a hang: a pass never comes near it.
 HANG = 30.0
@@ -271,3 +274,58 @@ async def test_requests_pipelined_behind_a_reset_are_not_started(
     release.set()
     await trio.sleep(0.5)  # time enough for /2 and /3 to be started, were they
     assert started == ["/1"]
+
+
+async def test_connections_already_waiting_are_taken_in_one_turn() -> None:
+    """The batched accept takes every connection the kernel has finished, without a
+    yield, each set up as trio's own accept sets it up (non-blocking, in a
+    SocketStream); then finds none."""
+    listening = socket.socket()
+    listening.bind((HOST, 0))
+    listening.listen(16)
+    listening.setblocking(False)
+    clients = [socket.create_connection(listening.getsockname()) for _ in range(5)]
+    try:
+        streams = waiting_connections(listening)
+        assert len(streams) == 5
+        assert all(isinstance(stream, trio.SocketStream) for stream in streams)
+        assert not any(os.get_blocking(stream.socket.fileno()) for stream in streams)
+        assert waiting_connections(listening) == []
+        for stream in streams:
+            await stream.aclose()
+    finally:
+        for client in clients:
+            client.close()
+        listening.close()
+
+
+async def test_the_batched_worker_answers_a_burst_of_new_connections(
+    nursery: trio.Nursery, restore_tcp_server: Callable[[str], type]
+) -> None:
+    """hypercorn's worker_serve as copied for the fast transport, with the batched
+    accept: 100 connections opened at once are each answered."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    run_module.TCPServer = FastTCPServer  # restored by the fixture
+    config = Config()
+    config.bind = [f"{HOST}:0"]
+    binds = await nursery.start(partial(batched_worker_serve, ASGIWrapper(app), config))
+    port = int(binds[0].rsplit(":", 1)[1])
+    answers: list[bytes] = []
+
+    async def client() -> None:
+        async with await Raw.connect(port) as raw:
+            await raw.send(get_bytes("/"))
+            answers.append((await raw.response()).body)
+
+    with trio.fail_after(HANG):
+        async with trio.open_nursery() as clients:
+            for _ in range(100):
+                clients.start_soon(client)
+    assert answers == [b"ok"] * 100

@@ -6,7 +6,8 @@ which ``worker_serve`` looks up by name) with :class:`FastTCPServer`, or with
 no connection can end the worker -- and hypercorn's ``worker_serve`` (looked up by
 name in ``trio_worker``) with :func:`~trio_counters.transport.run.worker_serve`,
 which handles SIGTERM and Ctrl-C when hypercorn serves in its own process
-(``--workers 0``). Both lean on hypercorn's private internals, so they are
+(``--workers 0``) and, with the fast transport, serves with a copy of hypercorn's
+that accepts every waiting connection in one turn (:mod:`.worker`). Both lean on hypercorn's private internals, so they are
 installed only on :data:`CHECKED_HYPERCORN_VERSION` with every internal they
 need present; otherwise hypercorn is left alone, unguarded, and a
 :class:`TransportFallbackWarning` is issued, once per process -- the server
@@ -77,6 +78,11 @@ _REQUIRED_PROTOCOL_METHODS = {
     _H2Protocol: ("initiate", "handle", "_handle_events", "_flush", "send_task"),
 }
 _REQUIRED_WORKER_SERVE = ["app", "config", "sockets", "shutdown_trigger", "task_status"]
+# What transport/worker.py's copy of worker_serve takes from hypercorn's module.
+_REQUIRED_RUN_NAMES = (
+    "StatsdLogger", "Lifespan", "WorkerContext", "UDPServer", "ConnectionState",
+    "raise_shutdown", "repr_socket_addr", "ShutdownError",
+)  # fmt: skip
 
 _stock_tcp_server: Any = None
 _warned = False
@@ -125,6 +131,9 @@ def _incompatibility() -> str | None:
         parameters = []
     if parameters != _REQUIRED_WORKER_SERVE:
         return f"hypercorn's trio worker_serve takes ({', '.join(parameters)}), not the expected"
+    missing = [name for name in _REQUIRED_RUN_NAMES if not hasattr(_run_module, name)]
+    if missing:
+        return f"hypercorn.trio.run lacks {', '.join(missing)}"
     return None
 
 

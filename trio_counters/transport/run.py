@@ -26,6 +26,8 @@ from typing import Any
 import trio
 
 from .hypercorn_internals import IMPORT_ERROR, LifespanFailureError, run_module
+from .tcp_server import FastTCPServer
+from .worker import worker_serve as batched_worker_serve
 
 __all__ = ["SHUTDOWN_SIGNALS", "stock_worker_serve", "worker_serve"]
 
@@ -44,10 +46,11 @@ async def worker_serve(
     shutdown_trigger: Any = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """hypercorn's ``worker_serve``; when it is the process's whole ``trio.run`` and has
-    no shutdown trigger (``--workers 0``), the first SIGINT or SIGTERM triggers it."""
+    """hypercorn's ``worker_serve`` (with the fast transport, a copy that accepts in
+    batches); when it is the process's whole ``trio.run`` and has no shutdown trigger
+    (``--workers 0``), the first SIGINT or SIGTERM triggers it."""
     if shutdown_trigger is not None or not _serves_the_process():
-        await stock_worker_serve(
+        await _hypercorns_or_batched()(
             app, config, sockets=sockets, shutdown_trigger=shutdown_trigger, task_status=task_status
         )
         return
@@ -59,6 +62,12 @@ async def worker_serve(
         # hypercorn's, which would only repeat it.
         await config.log.critical("trio_counters: the app did not start (the reason is above); exiting")
         raise SystemExit(1) from None
+
+
+def _hypercorns_or_batched() -> Any:
+    """hypercorn's own ``worker_serve``, or, with the fast transport, the copy that
+    accepts every waiting connection in one turn (:mod:`.worker`)."""
+    return batched_worker_serve if run_module.TCPServer is FastTCPServer else stock_worker_serve
 
 
 async def _serve_the_process(app: Any, config: Any, sockets: Any, task_status: Any) -> None:
@@ -73,7 +82,7 @@ async def _serve_the_process(app: Any, config: Any, sockets: Any, task_status: A
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(end_a_start_on_signal)
-            await stock_worker_serve(
+            await _hypercorns_or_batched()(
                 app, config, sockets=sockets, shutdown_trigger=signalled.wait, task_status=serving
             )
             nursery.cancel_scope.cancel()
