@@ -148,6 +148,30 @@ async def test_signals_shut_down_gracefully_once_and_exit_0(
     assert server.tracebacks() == [], server.log
 
 
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_more_signals_at_any_moment_of_a_quick_shutdown_still_exit_0(
+    start_server: StartServer, number: int
+) -> None:
+    """An idle server shuts down at once; signals keep coming every few milliseconds
+    until it has exited, so one lands at every stage, the interpreter's exit included
+    (where Python puts back the default action of a signal with a Python handler: the
+    process used to die by the second signal, exit status 143 or 130)."""
+    server = await start_server(None)
+    async with await Raw.connect(server.port) as client:
+        await client.send(get_bytes("/inc?name=i"))
+        assert (await client.response()).status == 200
+    server.send_signal(number)
+    with trio.fail_after(PATIENCE):
+        while server.process.poll() is None:
+            try:
+                server.send_signal(number)
+            except ProcessLookupError:
+                break
+            await trio.sleep(0.003)
+        code = await server.wait(PATIENCE)
+    assert code == 0, server.log
+
+
 async def test_sigterm_while_the_store_is_still_connecting_ends_the_start_at_once(nursery: trio.Nursery) -> None:
     """The redis store's start waits up to ``redis_timeout`` for a Redis that accepted the
     connection and never answers; hypercorn looks at its shutdown trigger only once it

@@ -116,13 +116,19 @@ def _set_on_signal(event: trio.Event) -> Iterator[None]:
     A plain handler rather than ``trio.open_signal_receiver``, which, when it closes,
     delivers the signals it did not hand out to the previous handler: a second Ctrl-C
     during shutdown would then raise ``KeyboardInterrupt`` at the very end. Once a
-    signal has come the process is on its way out, so the handler stays: a signal
-    after ``trio.run`` has returned is ignored too. Otherwise (serving ended without
-    one: a crash, ``--max-requests``) the previous handlers are put back.
+    signal has come the process is on its way out, so both signals are then ignored
+    (``SIG_IGN``) for the rest of its life: a Python handler would not do, since the
+    interpreter puts back the default action of every signal with a Python handler
+    as it exits, and a second SIGTERM or Ctrl-C in that window killed the process by
+    the signal (exit status 143 or 130) after a clean shutdown. Otherwise (serving
+    ended without a signal: a crash, ``--max-requests``) the previous handlers are
+    put back.
     """
     token = trio.lowlevel.current_trio_token()
 
     def handler(signum: int, frame: Any) -> None:
+        for number in SHUTDOWN_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
         try:
             token.run_sync_soon(event.set, idempotent=True)  # signal-safe, as trio's own
         except trio.RunFinishedError:
