@@ -410,3 +410,44 @@ async def test_a_client_resetting_most_of_its_started_streams_is_told_to_calm_do
     assert client.goaway == ENHANCE_YOUR_CALM
     assert await value_of(server.port, "i") == 0
     assert server.tracebacks() == []
+
+
+REFUSED_STREAM = 0x7
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_the_worker_bounds_the_http2_streams_it_holds_across_connections(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """15 connections open 100 streams each and hold them (increments whose body never
+    comes): the worker starts 1,000 (10 connections' worth of its 100-stream bound) and
+    refuses the rest with REFUSED_STREAM, unstarted; HTTP/1.1 is served meanwhile; once
+    the holders leave, HTTP/2 is served again. Nothing was applied."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    with trio.fail_after(3 * PATIENCE):
+        holders = [await H2Client.connect(server.port) for _ in range(15)]
+        try:
+            for client in holders:
+                for _ in range(100):
+                    await client.raw_request(INC_FORM, end_stream=False)
+                # The first PING's answer can overtake the refusals of the streams
+                # read with it; the second's comes after they are all sent.
+                assert await client.settle() and await client.settle()
+            resets = [stream.reset for client in holders for stream in client.streams.values()]
+            assert resets.count(REFUSED_STREAM) == 500, resets
+            assert len(resets) == 500  # the server sent nothing on the 1,000 it holds
+            async with await H2Client.connect(server.port) as late:
+                assert (await late.response(await late.request(GET_I))).reset == REFUSED_STREAM
+            assert (await request(server.port, "/get?name=i")).status == 200  # HTTP/1.1
+        finally:
+            for client in holders:
+                await client.aclose()
+        async with await H2Client.connect(server.port) as again:
+            for _ in range(100):  # the holders' streams close as their connections do
+                answer = await again.response(await again.request(GET_I))
+                if answer.status == 200:
+                    break
+                await trio.sleep(0.05)
+            assert answer.status == 200, answer
+    assert await value_of(server.port, "i") == 0
+    assert server.tracebacks() == []

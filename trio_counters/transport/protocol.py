@@ -24,6 +24,7 @@ Why: docs/transport.md.
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any
 
 import h2.errors
@@ -91,6 +92,29 @@ def _h2_refusal(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 #: How much of one read h2 parses at a time (see GuardedH2Protocol.handle).
 _H2_SLICE = 4096
+
+
+#: How many HTTP/2 streams one worker may have open across all its connections, in
+#: ``--h2-max-concurrent-streams`` (each connection's own bound): 10 full connections.
+H2_STREAMS_PER_WORKER = 10
+
+
+class _OpenStreams:
+    """The HTTP/2 streams one worker has open (started and not yet closed), and its bound."""
+
+    _of: weakref.WeakKeyDictionary[Any, _OpenStreams] = weakref.WeakKeyDictionary()
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @classmethod
+    def of(cls, context: Any, config: Any) -> _OpenStreams:
+        """The count for hypercorn's worker ``context``."""
+        counter = cls._of.get(context)
+        if counter is None:
+            counter = cls._of[context] = cls(H2_STREAMS_PER_WORKER * config.h2_max_concurrent_streams)
+        return counter
 
 
 def _peer(client: tuple[str, int] | None) -> str:
@@ -186,11 +210,22 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
     dropped (hypercorn put each one in that tree, to wait for ever), and a client
     that has reset more than ``h2_max_concurrent_streams`` of its streams, and
     more than half of all it opened, gets GOAWAY with ENHANCE_YOUR_CALM.
+
+    And the worker bounds the streams it has open across all its connections
+    (:data:`H2_STREAMS_PER_WORKER` connections' worth): one h2 connection holds up
+    to ``--h2-max-concurrent-streams`` requests in flight where an HTTP/1.1 one
+    holds one, so 100 connections that opened 100 streams each and never read held
+    10,000, and every other client waited 9-11 s. A stream past the bound is reset
+    with REFUSED_STREAM, not started.
     """
 
     _opened = 0
     _reset = 0
     _last_started = 0
+
+    @property
+    def _open_streams(self) -> _OpenStreams:
+        return _OpenStreams.of(self.context, self.config)
 
     async def initiate(
         self, headers: list[tuple[bytes, bytes]] | None = None, settings: bytes | None = None
@@ -229,6 +264,13 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
                 if refusal is not None and not self.context.terminated.is_set():
                     await self._refuse(event.stream_id, refusal)
                     continue
+                open_streams = self._open_streams
+                if open_streams.count >= open_streams.limit:
+                    # The worker holds all the streams it may: not started; the
+                    # client may send it again (RFC 9113 section 8.7).
+                    self.connection.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                    await self._flush()
+                    continue
                 self._last_started = event.stream_id
             elif isinstance(event, h2.events.StreamReset) and event.remote_reset:
                 self._reset += 1
@@ -247,6 +289,18 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
                 await self._flush()
                 continue
             await super()._handle_events([event])
+
+    async def _create_stream(self, request: Any) -> None:
+        try:
+            await super()._create_stream(request)
+        finally:
+            if request.stream_id in self.streams:  # as _close_stream will count it out
+                self._open_streams.count += 1
+
+    async def _close_stream(self, stream_id: int) -> None:
+        if stream_id in self.streams:
+            self._open_streams.count -= 1
+        await super()._close_stream(stream_id)
 
     async def _calm_down(self) -> None:
         """GOAWAY (ENHANCE_YOUR_CALM) to a client resetting most of what it opens, and close."""
