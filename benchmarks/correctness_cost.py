@@ -34,7 +34,7 @@ import trio
 from trio_counters.testing import ServerError, cpu_seconds
 
 from .client import ClientError, Target, read_counter, run_load
-from .strategies import leaves, serve_strategy
+from .strategies import leaves, serve_side_by_side
 
 STRATEGIES = ("naive", "lock", "channel")
 #: Only channel has a target (see the module docstring for why lock has none).
@@ -65,10 +65,7 @@ async def run(args: argparse.Namespace) -> bool:
     """Measure every concurrency; whether channel met its target everywhere."""
     met_everywhere = True
     async with contextlib.AsyncExitStack() as stack:
-        targets, pids = {}, {}
-        for strategy in STRATEGIES:
-            server = await stack.enter_async_context(serve_strategy(strategy))
-            targets[strategy], pids[strategy] = Target(server.host, server.port), server.worker
+        targets, pids = await serve_side_by_side(stack, STRATEGIES)
         for concurrency in args.concurrency:
             for target in targets.values():  # warm up: imports, connections, caches
                 await run_load(target, requests=args.warmup, concurrency=concurrency)

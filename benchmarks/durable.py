@@ -40,7 +40,7 @@ from trio_counters.stores.sqlite_file import APPLICATION_ID, SCHEMA, SCHEMA_VERS
 from trio_counters.testing import ServerError, cpu_seconds, rss_kib, serving
 
 from .client import ClientError, Target, fetch, read_counter, run_load
-from .strategies import ROOT, leaves, serve_strategy
+from .strategies import ROOT, leaves, serve_side_by_side
 
 #: In the order of the table: the in-memory reference first.
 SERVERS = ("channel", "channel-db", "lock-db", "naive-db")
@@ -113,10 +113,7 @@ def _median(runs: list[dict[str, float]], key: str) -> float | None:
 
 async def throughput(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
-        targets, pids = {}, {}
-        for server in SERVERS:
-            running = await stack.enter_async_context(serve_strategy(server))
-            targets[server], pids[server] = Target(running.host, running.port), running.worker
+        targets, pids = await serve_side_by_side(stack, SERVERS)
         for concurrency in args.concurrency:
             for target in targets.values():  # warm up: imports, connections, caches
                 await run_load(target, requests=args.warmup, concurrency=concurrency)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +25,9 @@ import trio
 
 from trio_counters.testing import Server, ServerError, serving
 
-__all__ = ["ROOT", "BARE_APP", "BARE_LOCK_APP", "DURABLE_SUFFIX", "strategy_server", "serve_strategy", "leaves", "run_script"]
+from .client import Target
+
+__all__ = ["ROOT", "BARE_APP", "BARE_LOCK_APP", "DURABLE_SUFFIX", "strategy_server", "serve_strategy", "serve_side_by_side", "leaves", "run_script"]
 
 T = TypeVar("T")
 
@@ -67,6 +69,18 @@ async def serve_strategy(
             env = {**env, "TRIO_COUNTERS_DATABASE": os.path.join(folder, "counters.db")}
         async with serving(app, env={**(settings or {}), **env}, args=args, cwd=ROOT, **options) as server:
             yield server
+
+
+async def serve_side_by_side(
+    stack: AsyncExitStack, strategies: Iterable[str]
+) -> tuple[dict[str, Target], dict[str, int]]:
+    """Start a server per strategy in ``stack`` (stopped when it closes): where each
+    listens, and its worker's pid, for its CPU time."""
+    targets, pids = {}, {}
+    for strategy in strategies:
+        server = await stack.enter_async_context(serve_strategy(strategy))
+        targets[strategy], pids[strategy] = Target(server.host, server.port), server.worker
+    return targets, pids
 
 
 def leaves(group: BaseExceptionGroup) -> list[BaseException]:
