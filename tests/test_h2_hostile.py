@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from trio_counters.testing import Server, request, value_of
+from trio_counters.testing import Server, exchange, get_bytes, request, value_of
 from trio_counters.testing.checks import Witness
 from trio_counters.testing.http2 import (
     CONTINUATION,
@@ -450,4 +450,58 @@ async def test_the_worker_bounds_the_http2_streams_it_holds_across_connections(
                 await trio.sleep(0.05)
             assert answer.status == 200, answer
     assert await value_of(server.port, "i") == 0
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_priority_frames_naming_unknown_dependencies_cannot_lock_out_http2(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """Ten connections each hold 100 streams (increments whose body never comes) and
+    send 1,100 PRIORITY frames for an open stream, each depending on a new stream id.
+    hypercorn put every such id in its priority tree, which raised at 1,001: the
+    connection failed, and its 100 streams stayed counted against the worker's bound, so
+    after ten of them every HTTP/2 stream from anyone was refused until a restart. Now the
+    frames are dropped, the holders are served as before, and once they leave HTTP/2
+    is served again."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    with trio.fail_after(3 * PATIENCE):
+        for _ in range(10):
+            async with await H2Client.connect(server.port) as holder:
+                first = None
+                for _ in range(100):
+                    stream_id = await holder.raw_request(INC_FORM, end_stream=False)
+                    first = first or stream_id
+                assert await holder.settle()
+                flood = b"".join(
+                    frame(PRIORITY, 0, first, struct.pack(">IB", 100_001 + 2 * k, 15)) for k in range(1100)
+                )
+                await holder.send(flood)
+                assert await holder.settle()
+                assert holder.goaway is None and not holder.closed
+        async with await H2Client.connect(server.port) as late:
+            for _ in range(100):  # the holders' streams close as their connections do
+                answer = await late.response(await late.request(GET_I))
+                if answer.status == 200:
+                    break
+                await trio.sleep(0.05)
+            assert answer.status == 200, answer
+    assert await value_of(server.port, "i") == 0
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+@pytest.mark.parametrize("settings", ["AAIAAAAC", "AAUAAABk", "AAIA", "AAIAAAABAAIAAAAC"])
+async def test_an_h2c_upgrade_with_settings_h2_refuses_is_answered_over_http1(
+    start_server: Callable[..., Awaitable[Server]], kind: str, settings: str
+) -> None:
+    """ENABLE_PUSH=2, MAX_FRAME_SIZE=100, a truncated setting: hypercorn answered 101 and
+    then failed on the settings, a 3.9 KiB traceback per request (a log flood for the
+    asking). Now the upgrade is declined and the request answered over HTTP/1.1."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    data = get_bytes(
+        "/get?name=i", "Upgrade: h2c", "Connection: Upgrade, HTTP2-Settings", f"HTTP2-Settings: {settings}"
+    )
+    outcome = await exchange(server.port, data, deadline=PATIENCE)
+    assert outcome.status == 200 and outcome.head.startswith(b"HTTP/1.1 200"), outcome
     assert server.tracebacks() == []

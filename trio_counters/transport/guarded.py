@@ -80,6 +80,7 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
                 raise
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(self.stream)  # closed already, unless closing failed
+                await self._protocol_closed()
                 await self.config.log.error(
                     "trio_counters: a connection's handling failed; that connection was "
                     "closed, the worker goes on\n%s",
@@ -129,6 +130,17 @@ class GuardedTCPServer(StockTCPServer):  # type: ignore[misc,valid-type]
             pass
         finally:
             await self._close()
+
+    async def _protocol_closed(self) -> None:
+        """Tell the protocol its connection is gone, after a failure: its streams close
+        (the worker's HTTP/2 stream count with them) as they do when a client leaves."""
+        protocol = getattr(self, "protocol", None)
+        if protocol is None:
+            return
+        try:
+            await protocol.handle(Closed())
+        except Exception:
+            pass  # the failure is logged already; this is only the streams' bookkeeping
 
     def _new_task_group(self) -> Any:
         """The task group of this connection's app calls: hypercorn's."""

@@ -27,10 +27,13 @@ import re
 import weakref
 from typing import Any
 
+import h2.config
+import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h11
+import hyperframe.exceptions
 import trio
 
 from .hypercorn_internals import (
@@ -97,6 +100,32 @@ _H2_SLICE = 4096
 #: How many HTTP/2 streams one worker may have open across all its connections, in
 #: ``--h2-max-concurrent-streams`` (each connection's own bound): 10 full connections.
 H2_STREAMS_PER_WORKER = 10
+
+
+def _without_bad_h2c_upgrade(request: h11.Request) -> h11.Request:
+    """The request without its ``Upgrade`` if it asks for h2c with ``HTTP2-Settings``
+    that h2 refuses (a value out of range, a truncated setting): it is answered over
+    HTTP/1.1, as an upgrade hypercorn declines is. hypercorn would answer 101 and then
+    fail on the settings, a traceback per request."""
+    settings = b""
+    upgrade = False
+    for name, value in request.headers:
+        if name == b"http2-settings":  # h11 lower-cases header names
+            settings = value
+        elif name == b"upgrade" and value.strip().lower() == b"h2c":
+            upgrade = True
+    if not upgrade:
+        return request
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    try:
+        connection.initiate_upgrade_connection(settings)
+    except (h2.exceptions.ProtocolError, hyperframe.exceptions.HyperframeError):
+        headers = [(name, value) for name, value in request.headers if name != b"upgrade"]
+        return h11.Request(
+            method=request.method, target=request.target, headers=headers,
+            http_version=request.http_version,
+        )  # fmt: skip
+    return request
 
 
 class _OpenStreams:
@@ -174,7 +203,7 @@ class GuardedH11Protocol(H11Protocol):  # type: ignore[misc,valid-type]
             raise _Refused  # pipelined behind the close: no one can read its answer
         self._refusal = _h11_refusal(event)
         if self._refusal is None:
-            await super()._check_protocol(event)  # h2c upgrade, HTTP/2 preface
+            await super()._check_protocol(_without_bad_h2c_upgrade(event))  # h2c upgrade, HTTP/2 preface
 
     async def _create_stream(self, request: h11.Request) -> None:
         if self._refusal is None:
@@ -277,8 +306,14 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
                 if self._reset > self.config.h2_max_concurrent_streams and 2 * self._reset > self._opened:
                     await self._calm_down()
                     return
-            elif isinstance(event, h2.events.PriorityUpdated) and event.stream_id not in self.streams:
-                continue  # hypercorn would add the stream to its send queue, never to leave
+            elif isinstance(event, h2.events.PriorityUpdated) and (
+                event.stream_id not in self.streams
+                or (event.depends_on and event.depends_on not in self.streams)
+            ):
+                # hypercorn would add the stream, or the one it depends on, to its
+                # send queue, never to leave (past 1,000 its priority tree raises).
+                # Priority is advice (RFC 9113 section 5.3): the stream keeps its own.
+                continue
             elif isinstance(event, h2.events.DataReceived) and event.stream_id not in self.streams:
                 # Its stream was refused, or answered before its body ended
                 # (hypercorn then fails on the missing stream): give the client
