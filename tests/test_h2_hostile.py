@@ -34,6 +34,7 @@ import trio
 
 from trio_counters.testing import Server, exchange, get_bytes, request, value_of
 from trio_counters.testing.checks import Witness
+from trio_counters.transport.frame_budget import PER_SECOND
 from trio_counters.testing.http2 import (
     CONTINUATION,
     DATA,
@@ -458,27 +459,38 @@ async def test_priority_frames_naming_unknown_dependencies_cannot_lock_out_http2
     start_server: Callable[..., Awaitable[Server]], kind: str
 ) -> None:
     """Ten connections each hold 100 streams (increments whose body never comes) and
-    send 1,100 PRIORITY frames for an open stream, each depending on a new stream id.
-    hypercorn put every such id in its priority tree, which raised at 1,001: the
-    connection failed, and its 100 streams stayed counted against the worker's bound, so
-    after ten of them every HTTP/2 stream from anyone was refused until a restart. Now the
-    frames are dropped, the holders are served as before, and once they leave HTTP/2
-    is served again."""
+    send 1,100 PRIORITY frames for an open stream, each depending on a new stream id --
+    900, then 200 more once the frame budget has refilled. hypercorn put every such id
+    in its priority tree, which raised at 1,001: the connection failed, and its 100
+    streams stayed counted against the worker's bound, so after ten of them every HTTP/2
+    stream from anyone was refused until a restart. Now the frames are dropped, the
+    holders are served as before, and once they leave HTTP/2 is served again."""
     server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
-    with trio.fail_after(3 * PATIENCE):
-        for _ in range(10):
-            async with await H2Client.connect(server.port) as holder:
-                first = None
-                for _ in range(100):
-                    stream_id = await holder.raw_request(INC_FORM, end_stream=False)
-                    first = first or stream_id
-                assert await holder.settle()
-                flood = b"".join(
-                    frame(PRIORITY, 0, first, struct.pack(">IB", 100_001 + 2 * k, 15)) for k in range(1100)
+
+    async def hold(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with await H2Client.connect(server.port) as holder:
+            first = None
+            for _ in range(100):
+                stream_id = await holder.raw_request(INC_FORM, end_stream=False)
+                first = first or stream_id
+            assert await holder.settle()
+            task_status.started()
+
+            async def priority_frames(ids: range) -> None:
+                await holder.send(
+                    b"".join(frame(PRIORITY, 0, first, struct.pack(">IB", 100_001 + 2 * k, 15)) for k in ids)
                 )
-                await holder.send(flood)
                 assert await holder.settle()
-                assert holder.goaway is None and not holder.closed
+
+            await priority_frames(range(900))
+            await trio.sleep(250 / PER_SECOND)  # the frame budget earns 250 frames back
+            await priority_frames(range(900, 1100))
+            assert holder.goaway is None and not holder.closed
+
+    with trio.fail_after(3 * PATIENCE):
+        async with trio.open_nursery() as nursery:
+            for _ in range(10):
+                await nursery.start(hold)
         async with await H2Client.connect(server.port) as late:
             for _ in range(100):  # the holders' streams close as their connections do
                 answer = await late.response(await late.request(GET_I))
@@ -504,4 +516,124 @@ async def test_an_h2c_upgrade_with_settings_h2_refuses_is_answered_over_http1(
     )
     outcome = await exchange(server.port, data, deadline=PATIENCE)
     assert outcome.status == 200 and outcome.head.startswith(b"HTTP/1.1 200"), outcome
+    assert server.tracebacks() == []
+
+
+#: One frame of each kind that makes h2 work without making a request.
+FLOODS = {
+    "SETTINGS": frame(SETTINGS, 0, 0, struct.pack(">HI", 0x3, 100)),
+    "PING": frame(PING, 0, 0, b"\0" * 8),
+    "PRIORITY": frame(PRIORITY, 0, 3, struct.pack(">IB", 0, 15)),
+    "WINDOW_UPDATE": frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1)),
+    "unknown type": frame(0xFA, 0, 0, b"hello"),
+}
+
+
+async def flood(port: int, one: bytes, clients: list[H2Client], frames: int = 100_000) -> None:
+    """``frames`` copies of frame ``one`` on a new connection, reading whatever comes
+    back (the ACKs), until they are sent or the server closes; the client goes in
+    ``clients``."""
+    async with await H2Client.connect(port) as client:
+        clients.append(client)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.read_to_close)
+            chunk = one * 1000
+            for _ in range(frames // 1000):
+                await client.send(chunk)
+                if client.closed:
+                    break
+            await client.read_to_close()
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+@pytest.mark.parametrize("flooded", list(FLOODS))
+async def test_a_frame_flood_gets_goaway_and_holds_no_one_up(
+    start_server: Callable[..., Awaitable[Server]], kind: str, flooded: str
+) -> None:
+    """Four connections each send 100,000 frames that make no request, and read the
+    answers. h2 spends 15-35 µs on each, and parsed a whole 64 KiB read (4,000 frames)
+    in one scheduling step: a well-behaved client waited 5 s, and a SIGTERM took twice
+    the graceful timeout. Now each connection gets GOAWAY (ENHANCE_YOUR_CALM) once it
+    has sent its budget's 1,000, and is closed; the witness is answered throughout."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    witness = Witness(server.port)
+    clients: list[H2Client] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(witness.run)
+        with trio.fail_after(PATIENCE):
+            async with trio.open_nursery() as floods:
+                for _ in range(4):
+                    floods.start_soon(flood, server.port, FLOODS[flooded], clients)
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    # The GOAWAY is sent before the close, but the client may never read it: closing
+    # a socket with the flood still unread sends a TCP reset, which drops it.
+    assert all(client.closed and client.goaway in (ENHANCE_YOUR_CALM, None) for client in clients)
+    print(witness.check(minimum=1, below=1.0))
+    assert server.log.count("frames for 0 requests") == 4, server.log[-3000:]
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_sigterm_during_frame_floods_ends_the_worker_within_the_graceful_timeout(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """Four clients flood PING and WINDOW_UPDATE frames, reconnecting as they are cut
+    off, while the worker is told to stop: it exits 0 within ``--graceful-timeout``
+    plus a second (it took 5.5-6.5 s against 3 on the fast transport, 5 s on stock)."""
+    graceful = 1.0
+    server = await start_server(
+        "lock", "--graceful-timeout", f"{graceful:g}", env={"TRIO_COUNTERS_TRANSPORT": kind}
+    )
+    clients: list[H2Client] = []
+
+    async def keep_flooding(one: bytes) -> None:
+        while True:
+            try:
+                await flood(server.port, one, clients)
+            except OSError:
+                return  # the server no longer listens
+
+    async with trio.open_nursery() as nursery:
+        for one in (FLOODS["PING"], FLOODS["WINDOW_UPDATE"]) * 2:
+            nursery.start_soon(keep_flooding, one)
+        await trio.sleep(0.5)
+        signalled = trio.current_time()
+        server.send_signal(signal.SIGTERM)
+        code = await server.wait(graceful + PATIENCE)
+        took = trio.current_time() - signalled
+        nursery.cancel_scope.cancel()
+    assert code == 0, server.log[-3000:]
+    assert took <= graceful + 1.0, f"the worker took {took:.2f} s to exit"
+    assert len(clients) > 4  # each was cut off at least once
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_a_chatty_client_within_its_frame_budget_is_never_cut_off(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """900 requests on one connection (hypercorn closes one after 1,000), each with a
+    PING, a WINDOW_UPDATE and a PRIORITY frame beside it: 2,700 frames that make no
+    request, far past the budget's 1,000 at once, but within the 10 each request
+    earns. All are answered."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    await request(server.port, "/set?name=i&val=0")
+    with trio.fail_after(3 * PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            for _ in range(18):
+                streams = []
+                for _ in range(50):
+                    stream_id = await client.request(INC_I)
+                    await client.send(
+                        frame(PING, 0, 0, b"\0" * 8)
+                        + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 100))
+                        + frame(PRIORITY, 0, stream_id, struct.pack(">IB", 0, 15))
+                    )
+                    streams.append(stream_id)
+                for stream_id in streams:
+                    answer = await client.response(stream_id)
+                    assert answer.status == 200, (answer, client.goaway, client.closed)
+            assert client.goaway is None and not client.closed
+    assert await value_of(server.port, "i") == 900
     assert server.tracebacks() == []

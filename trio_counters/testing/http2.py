@@ -83,6 +83,8 @@ class H2Client:
         self._block: tuple[int, bytearray, bool] | None = None  # stream, fragments, end_stream
         self._pings_acked: set[bytes] = set()
         self._pings = 0
+        # send() is called by a reading task too (a SETTINGS ACK): one write at a time.
+        self._send_lock = trio.Lock()
 
     @classmethod
     async def connect(cls, port: int, host: str = HOST) -> H2Client:
@@ -108,10 +110,11 @@ class H2Client:
 
     async def send(self, data: bytes) -> None:
         """Raw bytes; a server that has closed is noted, not raised."""
-        try:
-            await self.stream.send_all(data)
-        except TRANSPORT_ERRORS:
-            self.closed = True
+        async with self._send_lock:
+            try:
+                await self.stream.send_all(data)
+            except TRANSPORT_ERRORS:
+                self.closed = True
 
     async def flush(self) -> None:
         """Send what h2's connection has built."""

@@ -36,6 +36,7 @@ import h11
 import hyperframe.exceptions
 import trio
 
+from .frame_budget import FrameBudget
 from .hypercorn_internals import (
     Closed,
     H2CProtocolRequiredError,
@@ -240,6 +241,12 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
     that has reset more than ``h2_max_concurrent_streams`` of its streams, and
     more than half of all it opened, gets GOAWAY with ENHANCE_YOUR_CALM.
 
+    So does a client that sends more frames than its requests account for
+    (SETTINGS, PING, PRIORITY, WINDOW_UPDATE floods: the
+    :class:`~trio_counters.transport.frame_budget.FrameBudget`); h2 never parses the
+    frame past the budget. A read is parsed in slices with a checkpoint between
+    them, so no connection holds the worker for a whole 64 KiB read of frames.
+
     And the worker bounds the streams it has open across all its connections
     (:data:`H2_STREAMS_PER_WORKER` connections' worth): one h2 connection holds up
     to ``--h2-max-concurrent-streams`` requests in flight where an HTTP/1.1 one
@@ -268,17 +275,36 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
         await self._refuse(1, _h2_refusal(headers))  # type: ignore[arg-type]
         self.task_group.spawn(self.send_task)
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._frames = FrameBudget(trio.current_time())
+
     async def handle(self, event: Any) -> None:
-        if not isinstance(event, RawData) or len(event.data) <= _H2_SLICE:
+        if not isinstance(event, RawData):
             await super().handle(event)
             return
-        # A large read goes to h2 in slices, so that a connection closed for
-        # rapid reset is not parsed to the end of a 64 KiB read first.
-        data = memoryview(event.data)
-        for start in range(0, len(data), _H2_SLICE):
-            if self.closed:
-                return
-            await super().handle(RawData(data=bytes(data[start : start + _H2_SLICE])))
+        data = event.data
+        cut = self._frames.admit(data, trio.current_time())
+        if cut is not None:
+            data = data[:cut]
+        if len(data) <= _H2_SLICE:
+            await super().handle(RawData(data=data))
+        else:
+            # A large read goes to h2 in slices, with a checkpoint between them, so
+            # that other connections are served meanwhile and one closed (rapid
+            # reset, say) is not parsed to the end of a 64 KiB read first.
+            view = memoryview(data)
+            for start in range(0, len(view), _H2_SLICE):
+                if self.closed:
+                    return
+                if start:
+                    await trio.lowlevel.checkpoint()
+                await super().handle(RawData(data=bytes(view[start : start + _H2_SLICE])))
+        if cut is not None and not self.closed:
+            await self._calm_down(
+                b"too many frames",
+                f"sent {self._frames.frames} frames for {self._opened} requests",
+            )
 
     async def _handle_events(self, events: list[Any]) -> None:
         # One event at a time, since whether a stream exists depends on the
@@ -304,7 +330,10 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
             elif isinstance(event, h2.events.StreamReset) and event.remote_reset:
                 self._reset += 1
                 if self._reset > self.config.h2_max_concurrent_streams and 2 * self._reset > self._opened:
-                    await self._calm_down()
+                    await self._calm_down(
+                        b"too many streams reset",
+                        f"reset {self._reset} of the {self._opened} streams it opened",
+                    )
                     return
             elif isinstance(event, h2.events.PriorityUpdated) and (
                 event.stream_id not in self.streams
@@ -337,20 +366,18 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
             self._open_streams.count -= 1
         await super()._close_stream(stream_id)
 
-    async def _calm_down(self) -> None:
-        """GOAWAY (ENHANCE_YOUR_CALM) to a client resetting most of what it opens, and close."""
+    async def _calm_down(self, debug: bytes, why: str) -> None:
+        """GOAWAY (ENHANCE_YOUR_CALM) to a client that floods, and close: ``why`` goes to the log."""
         self.connection.close_connection(
             h2.errors.ErrorCodes.ENHANCE_YOUR_CALM,
             last_stream_id=self._last_started,
-            additional_data=b"too many streams reset",
+            additional_data=debug,
         )
         await self._flush()
         self.closed = True  # read no further
         await self.config.log.warning(
-            "trio_counters: closed an HTTP/2 connection from %s that reset %d of the %d "
-            "streams it opened",
-            _peer(self.client), self._reset, self._opened,
-        )  # fmt: skip
+            "trio_counters: closed an HTTP/2 connection from %s that %s", _peer(self.client), why
+        )
         await self.send(Closed())
 
     async def _refuse(self, stream_id: int, message: str) -> None:
