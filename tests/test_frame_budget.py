@@ -1,6 +1,7 @@
 """The HTTP/2 frame budget, fed bytes as a connection sends them (no server needed):
 it counts frames from their headers wherever the reads split them, earns per request
-and per second, and points at the first frame past it. The server's side of it (GOAWAY,
+and per second, lets a body's DATA frames through, bounds a header block, and points
+at the first frame past it. The server's side of it (GOAWAY,
 the witness, SIGTERM during floods) is in tests/test_h2_hostile.py."""
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from trio_counters.testing.http2 import (
     SETTINGS,
     frame,
 )
-from trio_counters.transport.frame_budget import BURST, PER_REQUEST, PER_SECOND, FrameBudget
+from trio_counters.transport.frame_budget import (
+    BURST,
+    FREE_DATA,
+    MAX_HEADER_BLOCK,
+    PER_REQUEST,
+    PER_SECOND,
+    FrameBudget,
+)
 
 PING_FRAME = frame(PING, 0, 0, b"\0" * 8)
 
@@ -67,11 +75,43 @@ def test_time_earns_frames_back_up_to_the_burst() -> None:
 
 
 def test_a_payload_is_skipped_whatever_bytes_it_holds() -> None:
-    # A DATA frame whose payload looks like a thousand PING frames is one frame.
+    # A DATA frame whose payload looks like a thousand PING frames is one frame (and,
+    # carrying a body, a free one).
     budget = FrameBudget(now=0.0)
     body = PING_FRAME * 1000
     data = PREFACE + frame(HEADERS, END_HEADERS, 1, b"\x83") + frame(DATA, 0, 1, body[:16384])
     assert budget.admit(data, now=0.0) is None
-    assert budget.frames == 2
+    assert budget.frames == 1
     assert budget.admit(struct.pack(">I", 0)[1:], now=0.0) is None  # a header cut short
-    assert budget.frames == 2
+    assert budget.frames == 1
+
+
+def test_a_body_in_small_pieces_is_free_and_empty_or_tiny_data_frames_count() -> None:
+    budget = FrameBudget(now=0.0)
+    assert budget.admit(PREFACE + frame(DATA, 0, 1, b"x" * FREE_DATA) * (2 * BURST), now=0.0) is None
+    assert budget.frames == 0
+    tiny = frame(DATA, 0, 1, b"x" * (FREE_DATA - 1))
+    assert budget.admit(tiny * BURST, now=0.0) is None
+    assert budget.admit(frame(DATA, 0, 1), now=0.0) == 0
+    assert budget.exceeded == "frames"
+
+
+def test_only_headers_opening_a_new_stream_earn_frames() -> None:
+    budget = FrameBudget(now=0.0)
+    assert budget.admit(PREFACE + frame(HEADERS, END_HEADERS, 5, b"\x82") + PING_FRAME * (BURST - 1), now=0.0) is None
+    # Trailers, or HEADERS on a stream closed already (h2 decodes the block and answers).
+    again = frame(HEADERS, END_HEADERS, 5, b"\x82") + frame(HEADERS, END_HEADERS, 3, b"\x82")
+    assert budget.admit(again, now=0.0) == len(frame(HEADERS, END_HEADERS, 5, b"\x82"))
+
+
+def test_a_header_block_over_the_bound_is_cut_at_the_frame_that_overflows_it() -> None:
+    budget = FrameBudget(now=0.0)
+    first = frame(HEADERS, 0, 1, b"\0" * (MAX_HEADER_BLOCK - 10))
+    fits = frame(CONTINUATION, 0, 1, b"\0" * 10)
+    assert budget.admit(PREFACE + first + fits, now=0.0) is None
+    assert budget.admit(frame(CONTINUATION, END_HEADERS, 1, b"\0"), now=0.0) == 0
+    assert budget.exceeded == "header block"
+    # Each block is bounded on its own: a full block, ended, then another.
+    budget = FrameBudget(now=0.0)
+    full = frame(HEADERS, END_HEADERS, 1, b"\0" * MAX_HEADER_BLOCK)
+    assert budget.admit(PREFACE + full + frame(HEADERS, END_HEADERS, 3, b"\0" * MAX_HEADER_BLOCK), now=0.0) is None

@@ -31,8 +31,11 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+from hpack.hpack import encode_integer
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
-from trio_counters.testing import Server, exchange, get_bytes, request, value_of
+from trio_counters.testing import HOST, Server, exchange, get_bytes, request, value_of
 from trio_counters.testing.checks import Witness
 from trio_counters.transport.frame_budget import PER_SECOND
 from trio_counters.testing.http2 import (
@@ -43,6 +46,7 @@ from trio_counters.testing.http2 import (
     GOAWAY,
     HEADERS,
     PING,
+    PREFACE,
     PRIORITY,
     PUSH_PROMISE,
     RST_STREAM,
@@ -636,4 +640,119 @@ async def test_a_chatty_client_within_its_frame_budget_is_never_cut_off(
                     assert answer.status == 200, (answer, client.goaway, client.closed)
             assert client.goaway is None and not client.closed
     assert await value_of(server.port, "i") == 900
+    assert server.tracebacks() == []
+
+
+def huffman_bomb(stream_id: int = 1) -> bytes:
+    """One header block of 1 MiB in 64 frames: one literal header whose value is
+    Huffman-coded ``a``s (5 bytes code 8 of them), which h2 decodes whole, in one step,
+    once the last frame is in -- 0.2-0.4 s each -- before it finds the block too long."""
+    size = 64 * 16384
+    code = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(b"a" * 8)
+    length = encode_integer(size - 9, 7)
+    length[0] |= 0x80  # Huffman-coded
+    block = (b"\x00\x01x" + bytes(length) + code * (size // len(code)))[:size]
+    chunks = [block[start : start + 16384] for start in range(0, size, 16384)]
+    data = frame(HEADERS, END_STREAM, stream_id, chunks[0])
+    for index, chunk in enumerate(chunks[1:], 1):
+        data += frame(CONTINUATION, END_HEADERS if index == len(chunks) - 1 else 0, stream_id, chunk)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_huge_header_blocks_are_refused_before_h2_decodes_them(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """32 clients send 1 MiB header blocks of Huffman-coded bytes, reconnecting each
+    time they are cut off, while a witness asks; then the worker is told to stop. h2
+    decoded each block in one 0.2-0.4 s step: the witness got a tenth of its answers
+    (a request stalled when the watch ends is not counted: hence the minimum), and 32
+    such clients held a SIGTERM for 5-12 s. Now a block over 16 KiB ends its
+    connection (GOAWAY, ENHANCE_YOUR_CALM) before h2 reads past the first 16 KiB."""
+    graceful = 1.0
+    server = await start_server(
+        "lock", "--graceful-timeout", f"{graceful:g}", env={"TRIO_COUNTERS_TRANSPORT": kind}
+    )
+    bomb = PREFACE + frame(SETTINGS, 0, 0) + huffman_bomb()
+    sent = 0
+
+    async def keep_bombing() -> None:
+        nonlocal sent
+        while True:
+            try:
+                async with await trio.open_tcp_stream(HOST, server.port) as stream:
+                    sent += 1
+                    await stream.send_all(bomb)
+                    while await stream.receive_some(65536):
+                        pass
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                if server.process.returncode is not None:
+                    return
+
+    witness = Witness(server.port)
+    async with trio.open_nursery() as nursery:
+        for _ in range(32):
+            nursery.start_soon(keep_bombing)
+        async with trio.open_nursery() as watching:
+            await watching.start(witness.run)
+            await trio.sleep(2.0)
+            watching.cancel_scope.cancel()
+        signalled = trio.current_time()
+        server.send_signal(signal.SIGTERM)
+        code = await server.wait(graceful + PATIENCE)
+        took = trio.current_time() - signalled
+        nursery.cancel_scope.cancel()
+    assert code == 0, server.log[-3000:]
+    print(witness.check(minimum=50, below=1.0), f"connections: {sent}")
+    assert took <= graceful + 1.0, f"the worker took {took:.2f} s to exit"
+    assert "sent a header block over 16384 bytes" in server.log
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_headers_on_a_closed_stream_earn_no_frames(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """A refused stream, then HEADERS on it again and again, each with eight PINGs: h2
+    decodes each block and answers STREAM_CLOSED, but no request is opened, so they earn
+    nothing and the PINGs run the budget out."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    with trio.fail_after(PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            stream_id = await client.raw_request(replaced(INC_FORM, b":method", b"G\xffT"), end_stream=False)
+            assert (await client.response(stream_id)).status == 400
+            again = frame(HEADERS, END_STREAM | END_HEADERS, stream_id, header_block(GET_I)) + FLOODS["PING"] * 8
+            for _ in range(300):
+                await client.send(again * 10)
+                if client.closed:
+                    break
+            await client.read_to_close()
+    assert "frames for 1 requests" in server.log
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_a_body_sent_in_small_data_frames_is_within_the_budget(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """100 increments whose 4,000-byte form bodies come in 100-byte DATA frames (40 per
+    request, four times what a request earns): a body's frames are free, and all are
+    counted."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    await request(server.port, "/set?name=i&val=0")
+    body = b"name=i&pad=" + b"x" * 3989
+    pieces = [body[start : start + 100] for start in range(0, len(body), 100)]
+    with trio.fail_after(3 * PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            for _ in range(100):
+                stream_id = await client.raw_request(INC_FORM, end_stream=False)
+                await client.send(
+                    b"".join(
+                        frame(DATA, END_STREAM if index == len(pieces) - 1 else 0, stream_id, piece)
+                        for index, piece in enumerate(pieces)
+                    )
+                )
+                answer = await client.response(stream_id)
+                assert answer.status == 200, (answer, client.goaway, client.closed)
+    assert await value_of(server.port, "i") == 100
     assert server.tracebacks() == []

@@ -36,7 +36,7 @@ import h11
 import hyperframe.exceptions
 import trio
 
-from .frame_budget import FrameBudget
+from .frame_budget import MAX_HEADER_BLOCK, FrameBudget
 from .hypercorn_internals import (
     Closed,
     H2CProtocolRequiredError,
@@ -242,9 +242,10 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
     more than half of all it opened, gets GOAWAY with ENHANCE_YOUR_CALM.
 
     So does a client that sends more frames than its requests account for
-    (SETTINGS, PING, PRIORITY, WINDOW_UPDATE floods: the
-    :class:`~trio_counters.transport.frame_budget.FrameBudget`); h2 never parses the
-    frame past the budget. A read is parsed in slices with a checkpoint between
+    (SETTINGS, PING, PRIORITY, WINDOW_UPDATE floods), or a header block over 16 KiB
+    (h2 decodes a block in one step: 1 MiB of Huffman-coded bytes took it 0.2-0.4 s):
+    the :class:`~trio_counters.transport.frame_budget.FrameBudget`; h2 never parses
+    the frame past it. A read is parsed in slices with a checkpoint between
     them, so no connection holds the worker for a whole 64 KiB read of frames.
 
     And the worker bounds the streams it has open across all its connections
@@ -301,10 +302,14 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
                     await trio.lowlevel.checkpoint()
                 await super().handle(RawData(data=bytes(view[start : start + _H2_SLICE])))
         if cut is not None and not self.closed:
-            await self._calm_down(
-                b"too many frames",
-                f"sent {self._frames.frames} frames for {self._opened} requests",
-            )
+            if self._frames.exceeded == "header block":
+                await self._calm_down(
+                    b"header block too large", f"sent a header block over {MAX_HEADER_BLOCK} bytes"
+                )
+            else:
+                await self._calm_down(
+                    b"too many frames", f"sent {self._frames.frames} frames for {self._opened} requests"
+                )
 
     async def _handle_events(self, events: list[Any]) -> None:
         # One event at a time, since whether a stream exists depends on the
