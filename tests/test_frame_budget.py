@@ -115,3 +115,19 @@ def test_a_header_block_over_the_bound_is_cut_at_the_frame_that_overflows_it() -
     budget = FrameBudget(now=0.0)
     full = frame(HEADERS, END_HEADERS, 1, b"\0" * MAX_HEADER_BLOCK)
     assert budget.admit(PREFACE + full + frame(HEADERS, END_HEADERS, 3, b"\0" * MAX_HEADER_BLOCK), now=0.0) is None
+
+
+def test_a_settings_frame_counts_once_per_setting() -> None:
+    budget = FrameBudget(now=0.0)
+    settings = frame(SETTINGS, 0, 0, b"\0" * 6 * 500)
+    assert budget.admit(PREFACE + settings, now=0.0) is None  # 500 of the 1,000
+    assert budget.admit(settings + settings, now=0.0) == len(settings)
+    assert budget.frames == 3
+
+
+def test_a_refused_request_forfeits_what_it_earned() -> None:
+    budget = FrameBudget(now=0.0)
+    assert budget.admit(PREFACE + PING_FRAME * BURST, now=0.0) is None  # the bucket is empty
+    assert budget.admit(frame(HEADERS, END_HEADERS, 1, b"\x82"), now=0.0) is None
+    budget.forfeit_request()
+    assert budget.admit(PING_FRAME, now=0.0) == 0

@@ -530,6 +530,10 @@ FLOODS = {
     "PRIORITY": frame(PRIORITY, 0, 3, struct.pack(">IB", 0, 15)),
     "WINDOW_UPDATE": frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 1)),
     "unknown type": frame(0xFA, 0, 0, b"hello"),
+    # h2 spends about 15 µs on each setting: 40-55 ms on this one frame.
+    "SETTINGS of 2,730 unknown settings": frame(
+        SETTINGS, 0, 0, b"".join(struct.pack(">HI", 0x100 + k, 1) for k in range(2730))
+    ),
 }
 
 
@@ -755,4 +759,50 @@ async def test_a_body_sent_in_small_data_frames_is_within_the_budget(
                 answer = await client.response(stream_id)
                 assert answer.status == 200, (answer, client.goaway, client.closed)
     assert await value_of(server.port, "i") == 100
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_a_header_list_of_thousands_of_table_references_ends_its_connection(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """One byte of an HPACK block can name a field stored in the dynamic table: 1,900
+    such bytes are 1,900 fields, 14 ms of h2's time for one request under hypercorn's
+    64 KiB header list. Past 16 KiB of names and values in 128 fields' room the decoder
+    stops, and the connection ends, applying nothing; 16 KiB in one field still gets
+    the app's 431."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    with trio.fail_after(PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            stored = b"\x40\x01x\x01y"  # x: y, added to the dynamic table (index 62)
+            block = header_block(INC_I) + stored + b"\xbe" * 1900
+            await client.send(frame(HEADERS, END_STREAM | END_HEADERS, client.stream_id(), block))
+            await client.read_to_close()
+        assert client.goaway is not None
+        async with await H2Client.connect(server.port) as client:
+            big = await client.response(await client.request([*GET_I, (b"x-big", b"v" * (16 * 1024))]))
+            assert big.status == 431, big
+    assert await value_of(server.port, "i") == 0
+    assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_refused_requests_earn_no_frames(start_server: Callable[..., Awaitable[Server]], kind: str) -> None:
+    """New streams refused with 400 (a method that is not a token), each with eight
+    PINGs: each would earn ten frames, but a refused request forfeits them, so the
+    PINGs run the budget out (16 such clients held others up 2 s)."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    bad = replaced(GET_I, b":method", b"G\xffT")
+    with trio.fail_after(PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            for _ in range(300):
+                batch = b""
+                for _ in range(10):
+                    batch += frame(HEADERS, END_STREAM | END_HEADERS, client.stream_id(), header_block(bad))
+                    batch += FLOODS["PING"] * 8
+                await client.send(batch)
+                if client.closed:
+                    break
+            await client.read_to_close()
+    assert re.search(r"sent \d+ frames for \d+ requests", server.log), server.log[-2000:]
     assert server.tracebacks() == []
