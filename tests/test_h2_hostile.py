@@ -806,3 +806,31 @@ async def test_refused_requests_earn_no_frames(start_server: Callable[..., Await
             await client.read_to_close()
     assert re.search(r"sent \d+ frames for \d+ requests", server.log), server.log[-2000:]
     assert server.tracebacks() == []
+
+
+@pytest.mark.parametrize("kind", ["fast", "stock"])
+async def test_a_connection_past_its_request_limit_answers_every_request_it_started(
+    start_server: Callable[..., Awaitable[Server]], kind: str
+) -> None:
+    """Increments 90 at a time on one connection, past hypercorn's 1,000 requests a
+    connection (``--keep-alive-max-requests``). hypercorn started the 1,001st and then
+    had h2 send GOAWAY, which ends h2's side at once: the increments in flight were
+    applied and never answered (10-23 of them). Now each request is answered 200 or
+    refused unstarted (REFUSED_STREAM, after a GOAWAY with NO_ERROR), and the counter is
+    exactly the number of 200s."""
+    server = await start_server("lock", env={"TRIO_COUNTERS_TRANSPORT": kind})
+    await request(server.port, "/set?name=i&val=0")
+    with trio.fail_after(3 * PATIENCE):
+        async with await H2Client.connect(server.port) as client:
+            while client.goaway is None:
+                streams = [await client.request(INC_I) for _ in range(90)]
+                for stream_id in streams:
+                    await client.response(stream_id)
+            assert await client.settle()  # every answer and reset sent before it has come
+    assert client.goaway == 0 and client.last_stream_id == streams[0] + 2 * (1000 % 90 - 1)
+    started = {k: v for k, v in client.streams.items() if k <= client.last_stream_id}
+    refused = {k: v for k, v in client.streams.items() if k > client.last_stream_id}
+    assert [stream.status for stream in started.values()] == [200] * 1000
+    assert [stream.reset for stream in refused.values()] == [REFUSED_STREAM] * 80
+    assert await value_of(server.port, "i") == 1000
+    assert server.tracebacks() == []

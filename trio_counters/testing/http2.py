@@ -73,8 +73,9 @@ class H2Client:
             )
         )
         self.streams: defaultdict[int, H2Stream] = defaultdict(H2Stream)
-        #: GOAWAY's error code, once the server has sent one.
+        #: GOAWAY's error code, once the server has sent one, and its last stream id.
         self.goaway: int | None = None
+        self.last_stream_id: int | None = None
         #: The server closed (or reset) the TCP connection.
         self.closed = False
         self._next_id = 1
@@ -143,19 +144,23 @@ class H2Client:
         return stream_id
 
     async def response(self, stream_id: int) -> H2Stream:
-        """Read until the stream ends or is reset, or the server ends the connection."""
-        while not self.streams[stream_id].done and self.goaway is None and not self.closed:
+        """Read until the stream ends or is reset, or the server closes the connection,
+        or sends GOAWAY naming a last stream below this one (it will not be answered)."""
+        while not self.streams[stream_id].done and not self.closed:
+            if self.last_stream_id is not None and stream_id > self.last_stream_id:
+                break
             await self._receive()
         return self.streams[stream_id]
 
     async def settle(self) -> bool:
         """Send a PING and read until its ACK: the server has then read everything sent
-        before it. False if the server sent GOAWAY or closed instead."""
+        before it. False if the server closed instead, or sent GOAWAY with an error (a
+        GOAWAY with NO_ERROR leaves the connection open for the answers owed)."""
         self._pings += 1
         opaque = struct.pack(">Q", self._pings)
         await self.send(frame(PING, 0, 0, opaque))
         while opaque not in self._pings_acked:
-            if self.goaway is not None or self.closed:
+            if self.goaway or self.closed:
                 return False
             await self._receive()
         return True
@@ -206,6 +211,7 @@ class H2Client:
         elif kind == PING and flags & ACK:
             self._pings_acked.add(payload)
         elif kind == GOAWAY:
+            self.last_stream_id = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             self.goaway = int.from_bytes(payload[4:8], "big")
 
     def _headers_done(self) -> None:

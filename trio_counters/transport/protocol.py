@@ -34,6 +34,7 @@ import h2.events
 import h2.exceptions
 import h11
 import hyperframe.exceptions
+import hyperframe.frame
 import trio
 
 from .frame_budget import MAX_HEADER_BLOCK, FrameBudget
@@ -264,6 +265,7 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
     _opened = 0
     _reset = 0
     _last_started = 0
+    _retiring = False
 
     @property
     def _open_streams(self) -> _OpenStreams:
@@ -346,6 +348,9 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
                     self.connection.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
                     await self._flush()
                     continue
+                if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+                    await self._retire(event.stream_id)
+                    continue
                 self._last_started = event.stream_id
             elif isinstance(event, h2.events.StreamReset) and event.remote_reset:
                 self._reset += 1
@@ -385,6 +390,28 @@ class GuardedH2Protocol(H2Protocol):  # type: ignore[misc,valid-type]
         if stream_id in self.streams:
             self._open_streams.count -= 1
         await super()._close_stream(stream_id)
+
+    async def _retire(self, stream_id: int) -> None:
+        """Refuse ``stream_id`` unstarted: the connection has served its
+        ``--keep-alive-max-requests``. The first time, GOAWAY (NO_ERROR) naming the
+        last stream started; the streams in flight still answer.
+
+        hypercorn started the request past the limit and then had h2 send GOAWAY,
+        which ends h2's side of the connection at once: no stream in flight could
+        send its answer. 90 increments in flight at the 1,000th request: 10-23 of
+        them applied and never acknowledged, the worst a client can get (a retry
+        counts it twice). So the GOAWAY frame is written here, past h2, whose
+        connection stays open for the answers owed; the client opens a new
+        connection for what it sends next (REFUSED_STREAM: RFC 9113 section 8.7).
+        """
+        self._frames.forfeit_request()
+        self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        await self._flush()
+        if not self._retiring:
+            self._retiring = True
+            goaway = hyperframe.frame.GoAwayFrame(0, error_code=h2.errors.ErrorCodes.NO_ERROR)
+            goaway.last_stream_id = self._last_started
+            await self.send(RawData(data=goaway.serialize()))
 
     async def _calm_down(self, debug: bytes, why: str) -> None:
         """GOAWAY (ENHANCE_YOUR_CALM) to a client that floods, and close: ``why`` goes to the log."""
