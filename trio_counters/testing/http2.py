@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections import defaultdict
+from collections.abc import Callable
 
 import h2.config
 import h2.connection
@@ -164,6 +165,12 @@ class H2Client:
                 return False
             await self._receive()
         return True
+
+    async def read_until(self, done: Callable[[], bool]) -> bool:
+        """Read until ``done()`` or the server closes the connection; whether ``done()``."""
+        while not done() and not self.closed:
+            await self._receive()
+        return done()
 
     async def read_to_close(self) -> None:
         """Read until the server closes the connection (a GOAWAY is noted on the way)."""
